@@ -1,0 +1,165 @@
+"""The mitmproxy addon: hooks only. It picks out media responses, hands them to the Engine and
+writes the verdict back into the flow.
+
+Runs inside `moodgate serve`, or directly: `mitmdump -s daemon/moodgate/addon.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # loaded by `mitmdump -s` from a source checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mitmproxy import ctx, http
+from mitmproxy.addonmanager import Loader
+
+from moodgate.config import Settings, load_settings
+from moodgate.engine import Engine, MediaResponse
+from moodgate.media import SNIFF_BYTES, MediaKind, claimed_kind, sniff
+from moodgate.pipeline import Verdict
+from moodgate.policy import Action, Client
+
+log = logging.getLogger("moodgate")
+
+# mitmproxy option name → Settings field; every moodgate option is also a config-file key.
+OPTIONS: dict[str, tuple[type, Any, str]] = {
+    "moodgate_config": (str, "", "YAML file with moodgate settings"),
+    "moodgate_policy": (str, "", "Policy file (YAML); empty: the embedded default policy"),
+    "moodgate_state_dir": (str, "", "Directory for the decision database and caches"),
+    "moodgate_model_dir": (str, "", "Directory with manifest.json and the ONNX slices"),
+    "moodgate_scorer": (str, "", "Scorer: auto, nested or heuristic"),
+    "moodgate_width": (str, "", "Model slice width (fraction of full MFLOPs); empty: widest"),
+    "moodgate_precision": (str, "", "Model precision: fp32 or int8"),
+    "moodgate_workers": (int, 0, "Scoring threads; 0: one per core"),
+    "moodgate_deadline_ms": (int, 0, "Per-item decision deadline in ms; 0: the configured one"),
+    "moodgate_debug_headers": (bool, False, "Add an X-Moodgate header to inspected responses"),
+    "moodgate_neighbours": (str, "", "Neighbour table file for MAC matching (tests)"),
+}
+_FIELD = {
+    "moodgate_policy": "policy",
+    "moodgate_state_dir": "state_dir",
+    "moodgate_model_dir": "model_dir",
+    "moodgate_scorer": "scorer",
+    "moodgate_width": "model_width",
+    "moodgate_precision": "precision",
+    "moodgate_workers": "workers",
+    "moodgate_deadline_ms": "deadline_ms",
+    "moodgate_debug_headers": "debug_headers",
+    "moodgate_neighbours": "neighbours",
+}
+
+
+def settings_from_options(options: Any) -> Settings:
+    """Config file first, then every moodgate_* option that differs from its default."""
+    config = options.moodgate_config or None
+    overrides = {
+        field: getattr(options, name)
+        for name, field in _FIELD.items()
+        if getattr(options, name) != OPTIONS[name][1]
+    }
+    return load_settings(Path(config) if config else None, **overrides)
+
+
+class Moodgate:
+    """Scores every image a client downloads and passes, calms or blocks it."""
+
+    def __init__(self) -> None:
+        self.engine: Engine | None = None
+        self._running = False
+
+    def load(self, loader: Loader) -> None:
+        for name, (kind, default, help_text) in OPTIONS.items():
+            loader.add_option(name, kind, default, help_text)
+
+    def configure(self, updated: set[str]) -> None:
+        if self.engine is not None and not updated & OPTIONS.keys():
+            return
+        settings = settings_from_options(ctx.options)
+        if self.engine is not None:
+            self.engine.stop()
+        self.engine = Engine(settings)
+        if self._running:
+            self.engine.start()
+
+    def running(self) -> None:
+        self._running = True
+        if self.engine is not None:
+            self.engine.start()
+
+    def done(self) -> None:
+        if self.engine is not None:
+            self.engine.stop()
+            self.engine = None
+
+    async def response(self, flow: http.HTTPFlow) -> None:
+        engine, response = self.engine, flow.response
+        if engine is None or response is None or flow.request.method == "HEAD":
+            return
+        if response.status_code != 200 or response.raw_content is None:
+            return
+        claimed = claimed_kind(response.headers.get("content-type"))
+        try:
+            body = response.get_content(strict=True) or b""
+        except ValueError:  # a Content-Encoding the origin got wrong
+            body = b""
+        kind = sniff(body[:SNIFF_BYTES])
+        if not (kind and kind.is_image) and not (claimed and claimed.is_image):
+            return  # video is not inspected yet; everything else is not media
+        verdict = await engine.judge(
+            MediaResponse(
+                client=_client(flow),
+                host=flow.request.pretty_host,
+                path=_path(flow, engine.settings.log_query_strings),
+                content_type=response.headers.get("content-type", ""),
+                body=body,
+                claimed_kind=claimed,
+            )
+        )
+        _apply(flow, verdict, engine.settings.debug_headers)
+
+
+def _client(flow: http.HTTPFlow) -> Client:
+    address = flow.client_conn.peername[0] if flow.client_conn.peername else "unknown"
+    auth = flow.metadata.get("proxyauth")
+    return Client(address=address, user=auth[0] if auth else None)
+
+
+def _path(flow: http.HTTPFlow, with_query: bool) -> str:
+    path = flow.request.path
+    return path if with_query else path.split("?", 1)[0]
+
+
+def _apply(flow: http.HTTPFlow, verdict: Verdict, debug_headers: bool) -> None:
+    response = flow.response
+    assert response is not None
+    if verdict.body is not None:
+        response.content = verdict.body
+        kind: MediaKind | None = verdict.kind
+        if kind is not None:
+            response.headers["content-type"] = kind.mime
+        for header in ("etag", "last-modified", "content-md5", "digest"):
+            response.headers.pop(header, None)
+        # A calmed or blocked copy is for this child now; never let a cache replay it.
+        response.headers["cache-control"] = "no-store"
+    elif verdict.action is Action.BLOCK:
+        flow.response = http.Response.make(
+            403, b"Blocked by moodgate\n", {"content-type": "text/plain; charset=utf-8",
+                                            "cache-control": "no-store"}
+        )
+    if debug_headers and flow.response is not None:
+        flow.response.headers["x-moodgate"] = debug_header(verdict)
+
+
+def debug_header(verdict: Verdict) -> str:
+    parts = [verdict.action.value]
+    if verdict.emotion is not None:
+        parts += [f"valence={verdict.emotion.valence:.3f}", f"arousal={verdict.emotion.arousal:.3f}"]
+    parts += [f"rule={verdict.rule}", f"outcome={verdict.outcome}"]
+    return "; ".join(parts)
+
+
+addons = [Moodgate()]

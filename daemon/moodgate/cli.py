@@ -1,0 +1,234 @@
+"""`moodgate …`: the commands a parent or an installer types.
+
+Every command prints one clear line on stderr and exits non-zero on error; `--json` gives
+machine-readable output where a command prints data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import signal
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from moodgate import __version__
+from moodgate.calm.commands import calm_command, styles_group
+from moodgate.config import ConfigError, Settings, load_settings
+from moodgate.emotion import score
+from moodgate.emotion.registry import SCORERS, ScorerUnavailable, create_scorer
+from moodgate.media import MediaError
+from moodgate.media.image import frames_for_scoring
+from moodgate.policy.commands import policy_group
+from moodgate.record.store import recent_decisions
+
+MODES = ("regular", "transparent", "wireguard")
+
+
+def fail(message: str) -> None:
+    raise click.ClickException(message)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="moodgate")
+def main() -> None:
+    """moodgate: a parental content filter that passes, calms or blocks images by their mood."""
+
+
+def _settings(config: Path | None, **overrides: Any) -> Settings:
+    try:
+        return load_settings(config, **overrides)
+    except ConfigError as exc:
+        fail(str(exc))
+        raise  # unreachable; keeps type checkers calm
+
+
+def parse_listen(value: str | None) -> tuple[str | None, int | None]:
+    if not value:
+        return None, None
+    host, _, port = value.rpartition(":")
+    if not port.isdigit():
+        fail(f"--listen {value!r}: expected HOST:PORT, e.g. 0.0.0.0:8080")
+    return host.strip("[]") or None, int(port)
+
+
+@main.command()
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), help="Settings file.")
+@click.option("--listen", metavar="HOST:PORT", help="Address to listen on [127.0.0.1:8080].")
+@click.option("--mode", type=click.Choice(MODES), help="How devices reach the proxy.")
+@click.option("--policy", type=click.Path(dir_okay=False, path_type=Path), help="Policy file.")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--scorer", type=click.Choice(SCORERS))
+@click.option("--debug-headers", is_flag=True, default=None, help="Add X-Moodgate headers.")
+@click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
+def serve(
+    config: Path | None,
+    listen: str | None,
+    mode: str | None,
+    policy: Path | None,
+    state_dir: Path | None,
+    scorer: str | None,
+    debug_headers: bool | None,
+    quiet: bool,
+) -> None:
+    """Run the filtering proxy (mitmproxy with the moodgate addon)."""
+    host, port = parse_listen(listen)
+    settings = _settings(
+        config, listen_host=host, listen_port=port, mode=mode, policy=policy,
+        state_dir=state_dir, scorer=scorer, debug_headers=debug_headers,
+    )  # fmt: skip
+    if settings.policy is not None and not settings.policy.is_file():
+        fail(f"policy file {settings.policy} does not exist")
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(_serve(config, settings))
+
+
+async def _serve(config: Path | None, settings: Settings) -> None:
+    from mitmproxy import options
+    from mitmproxy.tools.dump import DumpMaster
+
+    from moodgate.addon import Moodgate
+
+    confdir = settings.state_dir / "mitmproxy"
+    confdir.mkdir(parents=True, exist_ok=True)
+    opts = options.Options(
+        listen_host=settings.listen_host,
+        listen_port=settings.listen_port,
+        mode=[settings.mode],
+        confdir=str(confdir),
+    )
+    master = DumpMaster(opts, with_termlog=True, with_dumper=False)
+    addon = Moodgate()
+    master.addons.add(addon)
+    opts.update(
+        moodgate_config=str(config) if config else "",
+        moodgate_policy=str(settings.policy or ""),
+        moodgate_state_dir=str(settings.state_dir),
+        moodgate_scorer=settings.scorer,
+        moodgate_debug_headers=settings.debug_headers,
+    )
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, master.shutdown)
+    loop.add_signal_handler(signal.SIGTERM, master.shutdown)
+    loop.add_signal_handler(signal.SIGHUP, lambda: addon.engine and addon.engine.policy.reload())
+    await master.run()
+
+
+@main.command("score")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--width", type=float, help="Model slice width (fraction of full MFLOPs).")
+@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32")
+@click.option("--scorer", "scorer_kind", type=click.Choice(SCORERS), default="auto")
+@click.option("--model-dir", type=click.Path(file_okay=False, path_type=Path))
+def score_command(
+    files: tuple[Path, ...],
+    as_json: bool,
+    width: float | None,
+    precision: str,
+    scorer_kind: str,
+    model_dir: Path | None,
+) -> None:
+    """Score images: valence and arousal in −1…+1, one line per file."""
+    if width is not None and scorer_kind == "auto":
+        scorer_kind = "nested"
+    try:
+        scorer = create_scorer(scorer_kind, model_dir, width, precision)
+    except (ScorerUnavailable, ValueError) as exc:
+        fail(str(exc))
+        return
+    failures = 0
+    for path in files:
+        try:
+            _, frames = frames_for_scoring(path.read_bytes(), size=scorer.input_size)
+            emotion = score(scorer, frames)
+        except (OSError, MediaError) as exc:
+            click.echo(f"moodgate: {path}: {exc}", err=True)
+            failures += 1
+            continue
+        result = {
+            "file": str(path),
+            "valence": round(emotion.valence, 4),
+            "arousal": round(emotion.arousal, 4),
+            "explicit": None if emotion.explicit is None else round(emotion.explicit, 4),
+            "scorer": scorer.name,
+            "width": scorer.width,
+            "precision": scorer.precision,
+        }
+        if as_json:
+            click.echo(json.dumps(result))
+        else:
+            click.echo(
+                f"{path}\tvalence={result['valence']:+.3f}\tarousal={result['arousal']:+.3f}"
+                f"\t{scorer.name} width={scorer.width} {scorer.precision}"
+            )
+    if failures:
+        sys.exit(1)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(value: str) -> timedelta:
+    match = _DURATION.match(value)
+    if not match:
+        fail(f"--since {value!r}: expected a duration like 30m, 1h, 2d or 1w")
+        raise AssertionError
+    return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+
+
+LOG_COLUMNS = ("id", "time", "child", "action", "valence", "arousal", "rule", "host", "path")
+
+
+@main.command("log")
+@click.option("--child", help="Only this child's decisions.")
+@click.option("--since", default="1d", show_default=True, help="How far back: 30m, 1h, 2d, 1w.")
+@click.option("--limit", default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path))
+def log_command(
+    child: str | None,
+    since: str,
+    limit: int,
+    as_json: bool,
+    config: Path | None,
+    state_dir: Path | None,
+) -> None:
+    """Recent decisions, newest first."""
+    settings = _settings(config, state_dir=state_dir)
+    rows = recent_decisions(settings.database, child=child, since=parse_since(since), limit=limit)
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    if not rows:
+        click.echo("no decisions recorded in that period", err=True)
+        return
+    for row in rows:
+        valence = "" if row["valence"] is None else f"{row['valence']:+.2f}"
+        arousal = "" if row["arousal"] is None else f"{row['arousal']:+.2f}"
+        extra = f"  ({row['outcome']}: {row['error']})" if row["error"] else ""
+        click.echo(
+            f"{row['id']:>6}  {row['time'][:19]}  {row['child']:<10} {row['action']:<5}"
+            f" v={valence:>5} a={arousal:>5}  {row['rule']:<28} {row['host']}{row['path']}{extra}"
+        )
+
+
+main.add_command(policy_group)
+main.add_command(calm_command)
+main.add_command(styles_group)
+
+
+if __name__ == "__main__":
+    main()

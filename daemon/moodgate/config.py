@@ -1,0 +1,102 @@
+"""Settings: where things live, how much work to do, how long to wait.
+
+Defaults < the YAML config file (`--config`) < values given on the command line / mitmproxy
+`--set moodgate_*` options.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+
+class ConfigError(ValueError):
+    """The config file is unreadable or names an unknown or ill-typed setting."""
+
+
+def default_state_dir() -> Path:
+    """$STATE_DIRECTORY under systemd, else $MOODGATE_STATE_DIR, else ~/.local/state/moodgate."""
+    for variable in ("MOODGATE_STATE_DIR", "STATE_DIRECTORY"):
+        if os.environ.get(variable):
+            return Path(os.environ[variable].split(":")[0])
+    return Path.home() / ".local" / "state" / "moodgate"
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    mode: str = "regular"
+    policy: Path | None = None  # None: the embedded default policy
+    state_dir: Path = field(default_factory=default_state_dir)
+    model_dir: Path | None = None  # None: the shipped models/
+    scorer: str = "auto"  # auto | nested | heuristic
+    model_width: float | None = None  # None: the widest slice
+    precision: str = "fp32"
+    workers: int = 0  # 0: one per CPU core
+    deadline_ms: int = 3000
+    debug_headers: bool = False
+    retention_days: float = 30.0
+    log_query_strings: bool = False
+    cache_entries: int = 4096
+    max_image_bytes: int = 32 * 1024 * 1024
+    neighbours: Path | None = None  # the kernel neighbour table; None: /proc/net/arp
+
+    @property
+    def database(self) -> Path:
+        return self.state_dir / "decisions.sqlite"
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or max(1, os.cpu_count() or 1)
+
+    def merged(self, values: dict[str, Any]) -> Settings:
+        """A copy with `values` applied, each coerced to its field's type."""
+        known = {f.name: f for f in fields(self)}
+        changes: dict[str, Any] = {}
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise ConfigError(f"unknown setting {key!r}")
+            changes[name] = _coerce(name, value, getattr(self, name), known[name].type)
+        return replace(self, **changes)
+
+
+def _coerce(name: str, value: Any, current: Any, annotation: Any) -> Any:
+    text = str(annotation)
+    if value is None or value == "":
+        if "None" in text:
+            return None
+        raise ConfigError(f"setting {name!r} needs a value")
+    try:
+        if "Path" in text:
+            return Path(str(value)).expanduser()
+        if "bool" in text:
+            if isinstance(value, str):
+                return value.strip().lower() in {"1", "true", "yes", "on"}
+            return bool(value)
+        if "int" in text and "float" not in text:
+            return int(value)
+        if "float" in text:
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name!r}: {value!r} is not a valid {text}") from exc
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    settings = Settings()
+    if config_file is not None:
+        try:
+            data = YAML(typ="safe").load(config_file.read_text(encoding="utf-8")) or {}
+        except (OSError, YAMLError) as exc:
+            raise ConfigError(f"{config_file}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{config_file}: expected a mapping of settings")
+        settings = settings.merged(data)
+    return settings.merged({k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,289 @@
+"""Safe image decoding for scoring, full decoding for calming, and format-preserving encoding.
+
+Scoring never needs full resolution: JPEGs are decoded in draft mode (DCT scaling), other
+formats are reduced right after decoding. Every entry point checks the declared pixel count
+first, so a decompression bomb is refused before a single pixel is allocated.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageOps, JpegImagePlugin
+
+from moodgate.media.errors import MediaError
+from moodgate.media.sniff import MediaKind, sniff
+
+# Pillow's own bomb check is a warning up to 2× its limit; we enforce our own limits instead.
+Image.MAX_IMAGE_PIXELS = None
+
+_PIL_FORMAT = {
+    MediaKind.JPEG: "JPEG",
+    MediaKind.PNG: "PNG",
+    MediaKind.GIF: "GIF",
+    MediaKind.WEBP: "WEBP",
+}
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Bounds that keep one hostile image from exhausting a router's memory."""
+
+    max_pixels: int = 50_000_000  # per frame (≈ 8K×6K)
+    max_frames: int = 500
+    max_total_pixels: int = 400_000_000  # all frames of an animation together
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    kind: MediaKind
+    width: int
+    height: int
+    frames: int
+    has_alpha: bool
+
+
+@dataclass
+class DecodedImage:
+    """Every frame at full size, plus what is needed to re-encode it the way it came."""
+
+    info: ImageInfo
+    frames: list[Image.Image]  # RGB or RGBA, full canvas each
+    durations: list[int] = field(default_factory=list)  # ms per frame (animations)
+    loop: int | None = None
+    exif: bytes | None = None
+    icc_profile: bytes | None = None
+    jpeg_quality: int | None = None
+    jpeg_subsampling: int | None = None
+    webp_lossless: bool = False
+
+
+def _open(data: bytes) -> Image.Image:
+    kind = sniff(data[:64])
+    if kind is None or not kind.is_image:
+        raise MediaError("not-an-image", "body is not a JPEG, PNG, GIF or WebP image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=[_PIL_FORMAT[kind]])
+    except Exception as exc:  # Pillow raises many types for malformed headers
+        raise MediaError("corrupt", f"cannot read {kind.value} header: {exc}") from exc
+    return image
+
+
+def _frame_count(image: Image.Image, limits: ImageLimits) -> int:
+    try:
+        frames = int(getattr(image, "n_frames", 1))
+    except Exception as exc:
+        raise MediaError("corrupt", f"cannot count frames: {exc}") from exc
+    if frames > limits.max_frames:
+        raise MediaError("too-large", f"{frames} frames exceed the limit of {limits.max_frames}")
+    return frames
+
+
+def _check_pixels(width: int, height: int, frames: int, limits: ImageLimits) -> None:
+    if width <= 0 or height <= 0:
+        raise MediaError("corrupt", f"invalid size {width}×{height}")
+    if width * height > limits.max_pixels:
+        raise MediaError(
+            "too-large",
+            f"{width}×{height} px exceeds the limit of {limits.max_pixels:,} px"
+            " (decompression bomb?)",
+        )
+    if width * height * frames > limits.max_total_pixels:
+        raise MediaError("too-large", f"{frames} frames of {width}×{height} px exceed the limit")
+
+
+def _info(image: Image.Image, kind: MediaKind, frames: int) -> ImageInfo:
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+    return ImageInfo(kind, image.width, image.height, frames, has_alpha)
+
+
+def probe(data: bytes, limits: ImageLimits | None = None) -> ImageInfo:
+    """Read only the header: kind, size, frame count. Raises MediaError for bad or huge input."""
+    limits = limits or ImageLimits()
+    image = _open(data)
+    kind = MediaKind(image.format.lower()) if image.format else sniff(data[:64])
+    assert kind is not None
+    # Counting GIF frames walks the file; guard the first frame's size before that.
+    _check_pixels(image.width, image.height, 1, limits)
+    frames = _frame_count(image, limits)
+    _check_pixels(image.width, image.height, frames, limits)
+    return _info(image, kind, frames)
+
+
+def _flatten(frame: Image.Image) -> Image.Image:
+    """RGB for scoring: transparent areas shown over white, as a browser page usually does."""
+    if frame.mode in ("RGBA", "LA", "PA", "P") and (
+        frame.mode != "P" or "transparency" in frame.info
+    ):
+        rgba = frame.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        canvas.alpha_composite(rgba)
+        return canvas.convert("RGB")
+    return frame.convert("RGB")
+
+
+def sample_indices(frames: int, count: int) -> list[int]:
+    """Evenly spaced frame indices, always including the first."""
+    if frames <= count:
+        return list(range(frames))
+    return sorted({round(i * (frames - 1) / (count - 1)) for i in range(count)}) if count > 1 else [0]
+
+
+def frames_for_scoring(
+    data: bytes,
+    size: int = 224,
+    limits: ImageLimits | None = None,
+    max_frames: int = 4,
+) -> tuple[ImageInfo, list[np.ndarray]]:
+    """Decode at reduced size: RGB uint8 frames whose shorter side is about `size` or more.
+
+    JPEGs use draft mode, so the decoder itself skips most of the work.
+    """
+    limits = limits or ImageLimits()
+    info = probe(data, limits)
+    image = _open(data)
+    arrays: list[np.ndarray] = []
+    try:
+        if info.kind is MediaKind.JPEG:
+            image.draft("RGB", (size, size))
+        for index in sample_indices(info.frames, max_frames):
+            if index:
+                image.seek(index)
+            frame = image.copy() if info.frames > 1 else image
+            frame.load()
+            if info.kind is MediaKind.JPEG:
+                frame = ImageOps.exif_transpose(frame)
+            frame = _flatten(frame)
+            if min(frame.size) > 2 * size:
+                scale = size / min(frame.size)
+                frame = frame.resize(
+                    (max(1, round(frame.width * scale)), max(1, round(frame.height * scale))),
+                    Image.Resampling.BILINEAR,
+                    reducing_gap=2.0,
+                )
+            arrays.append(np.asarray(frame, dtype=np.uint8))
+    except MediaError:
+        raise
+    except Exception as exc:
+        raise MediaError("corrupt", f"cannot decode {info.kind.value}: {exc}") from exc
+    return info, arrays
+
+
+def estimate_jpeg_quality(image: Image.Image) -> int | None:
+    """The IJG quality that would produce this file's luminance table (inverse of libjpeg's scaling)."""
+    tables = getattr(image, "quantization", None)
+    if not tables or 0 not in tables:
+        return None
+    luma = np.asarray(tables[0], dtype=np.float64)
+    if luma.size != 64:
+        return None
+    scale = float(np.mean(luma / _IJG_LUMA)) * 100.0
+    quality = 5000.0 / scale if scale > 100.0 else (200.0 - scale) / 2.0
+    return int(np.clip(round(quality), 1, 95))
+
+
+# Annex K luminance table in zig-zag order, as Pillow reports quantization tables.
+_IJG_LUMA = np.array(
+    [16, 11, 12, 14, 12, 10, 16, 14, 13, 14, 18, 17, 16, 19, 24, 40,
+     26, 24, 22, 22, 24, 49, 35, 37, 29, 40, 58, 51, 61, 60, 57, 51,
+     56, 55, 64, 72, 92, 78, 64, 68, 87, 69, 55, 56, 80, 109, 81, 87,
+     95, 98, 103, 104, 103, 62, 77, 113, 121, 112, 100, 120, 92, 101, 103, 99],
+    dtype=np.float64,
+)  # fmt: skip
+
+
+def decode_full(data: bytes, limits: ImageLimits | None = None) -> DecodedImage:
+    """Every frame at full size (RGB, or RGBA where the image has transparency)."""
+    limits = limits or ImageLimits()
+    info = probe(data, limits)
+    image = _open(data)
+    decoded = DecodedImage(info=info, frames=[])
+    try:
+        decoded.exif = image.info.get("exif")
+        decoded.icc_profile = image.info.get("icc_profile")
+        decoded.loop = image.info.get("loop")
+        if info.kind is MediaKind.JPEG:
+            decoded.jpeg_quality = estimate_jpeg_quality(image)
+            subsampling = JpegImagePlugin.get_sampling(image)
+            decoded.jpeg_subsampling = subsampling if subsampling >= 0 else None
+        if info.kind is MediaKind.WEBP:
+            decoded.webp_lossless = b"VP8L" in data[12:16]
+        mode = "RGBA" if info.has_alpha else "RGB"
+        for index in range(info.frames):
+            if index:
+                image.seek(index)
+            image.load()
+            decoded.frames.append(image.convert(mode))
+            decoded.durations.append(int(image.info.get("duration", 100) or 100))
+    except Exception as exc:
+        raise MediaError("corrupt", f"cannot decode {info.kind.value}: {exc}") from exc
+    return decoded
+
+
+def encode_like(decoded: DecodedImage, frames: Sequence[Image.Image] | None = None) -> bytes:
+    """Encode frames in the original's format, size, timing and metadata."""
+    frames = list(frames if frames is not None else decoded.frames)
+    kind = decoded.info.kind
+    out = io.BytesIO()
+    extra: dict[str, object] = {}
+    if decoded.exif:
+        extra["exif"] = decoded.exif
+    if decoded.icc_profile:
+        extra["icc_profile"] = decoded.icc_profile
+    first, rest = frames[0], frames[1:]
+    if kind is MediaKind.JPEG:
+        if decoded.jpeg_subsampling is not None:
+            extra["subsampling"] = decoded.jpeg_subsampling
+        first.convert("RGB").save(
+            out, "JPEG", quality=decoded.jpeg_quality or 85, optimize=True, **extra
+        )
+    elif kind is MediaKind.PNG:
+        first.save(out, "PNG", optimize=False, **extra)
+    elif kind is MediaKind.WEBP:
+        options: dict[str, object] = {"lossless": decoded.webp_lossless, "quality": 85, "method": 4}
+        if rest:
+            options.update(save_all=True, append_images=rest, duration=decoded.durations,
+                           loop=decoded.loop or 0)
+        first.save(out, "WEBP", **options, **extra)
+    elif kind is MediaKind.GIF:
+        options = {
+            "save_all": bool(rest),
+            "append_images": rest,
+            "duration": decoded.durations if rest else decoded.durations[0],
+            "disposal": 2 if decoded.info.has_alpha else 1,
+        }
+        if decoded.loop is not None:
+            options["loop"] = decoded.loop
+        first.save(out, "GIF", **options)
+    else:  # pragma: no cover - guarded by probe()
+        raise MediaError("unsupported", f"cannot encode {kind.value}")
+    return out.getvalue()
+
+
+_PLACEHOLDER_RGB = (214, 222, 230)  # a soft blue-grey: neutral, low arousal
+_PLACEHOLDER_LIMIT = 16_000_000
+
+
+def placeholder(info: ImageInfo) -> bytes:
+    """A calm flat image of the same format and pixel size, so page layout does not break."""
+    width, height = info.width, info.height
+    if width * height > _PLACEHOLDER_LIMIT:
+        # A bomb's declared size is not worth honouring; keep the aspect ratio only.
+        scale = (_PLACEHOLDER_LIMIT / (width * height)) ** 0.5
+        width, height = max(1, int(width * scale)), max(1, int(height * scale))
+    mode = "RGBA" if info.has_alpha and info.kind is not MediaKind.JPEG else "RGB"
+    colour = (*_PLACEHOLDER_RGB, 255) if mode == "RGBA" else _PLACEHOLDER_RGB
+    frame = Image.new(mode, (width, height), colour)
+    decoded = DecodedImage(
+        info=ImageInfo(info.kind, width, height, 1, info.has_alpha),
+        frames=[frame],
+        durations=[100],
+        jpeg_quality=75,
+    )
+    return encode_like(decoded)

@@ -1,0 +1,89 @@
+"""Identify media by its magic bytes; Content-Type headers lie too often to be trusted alone."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class MediaKind(StrEnum):
+    JPEG = "jpeg"
+    PNG = "png"
+    GIF = "gif"
+    WEBP = "webp"
+    MP4 = "mp4"  # ISO BMFF: mp4, mov, fMP4 segments
+    WEBM = "webm"  # Matroska / WebM
+    MPEGTS = "mpegts"
+
+    @property
+    def is_image(self) -> bool:
+        return self in _IMAGES
+
+    @property
+    def is_video(self) -> bool:
+        return not self.is_image
+
+    @property
+    def mime(self) -> str:
+        return _MIME[self]
+
+
+_IMAGES = {MediaKind.JPEG, MediaKind.PNG, MediaKind.GIF, MediaKind.WEBP}
+_MIME = {
+    MediaKind.JPEG: "image/jpeg",
+    MediaKind.PNG: "image/png",
+    MediaKind.GIF: "image/gif",
+    MediaKind.WEBP: "image/webp",
+    MediaKind.MP4: "video/mp4",
+    MediaKind.WEBM: "video/webm",
+    MediaKind.MPEGTS: "video/mp2t",
+}
+
+_ISO_BMFF_BOXES = (b"ftyp", b"styp", b"moof", b"moov", b"sidx", b"free", b"mdat", b"wide")
+
+
+SNIFF_BYTES = 512
+
+
+def sniff(head: bytes) -> MediaKind | None:
+    """The media kind of a body from its first bytes (SNIFF_BYTES of them), or None."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return MediaKind.JPEG
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return MediaKind.PNG
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return MediaKind.GIF
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return MediaKind.WEBP
+    if head[4:8] in _ISO_BMFF_BOXES:
+        return MediaKind.MP4
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return MediaKind.WEBM
+    # Two sync bytes one 188-byte packet apart; one alone is just a capital G.
+    if head[:1] == b"\x47" and head[188:189] == b"\x47":
+        return MediaKind.MPEGTS
+    return None
+
+
+_CLAIMED = {
+    "image/jpeg": MediaKind.JPEG,
+    "image/jpg": MediaKind.JPEG,
+    "image/pjpeg": MediaKind.JPEG,
+    "image/png": MediaKind.PNG,
+    "image/gif": MediaKind.GIF,
+    "image/webp": MediaKind.WEBP,
+    "video/mp4": MediaKind.MP4,
+    "video/quicktime": MediaKind.MP4,
+    "video/iso.segment": MediaKind.MP4,
+    "video/webm": MediaKind.WEBM,
+    "video/mp2t": MediaKind.MPEGTS,
+}
+
+
+def claimed_kind(content_type: str | None) -> MediaKind | None:
+    """The media kind a Content-Type header claims, for the kinds moodgate can inspect.
+
+    SVG, AVIF and icons are not claimed: they are passed uninspected (see README).
+    """
+    if not content_type:
+        return None
+    return _CLAIMED.get(content_type.split(";", 1)[0].strip().lower())

@@ -1,0 +1,208 @@
+"""One media body in, one verdict out: decode → score → policy decision → pass | calm | block.
+
+Pure and synchronous (bytes and a policy profile in, a Verdict out), so it runs in a worker
+thread, in the CLI and in tests alike. The addon only moves bytes between flows and this.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from moodgate.calm import Calmer
+from moodgate.emotion import Emotion, Scorer, score
+from moodgate.media import MediaError, MediaKind, sniff
+from moodgate.media.image import (
+    ImageInfo,
+    ImageLimits,
+    decode_full,
+    encode_like,
+    frames_for_scoring,
+    placeholder,
+    probe,
+)
+from moodgate.policy import Action, Decision, Profile
+
+
+@dataclass
+class Verdict:
+    """What to do with a body, and why. `body` is None when the original passes untouched."""
+
+    action: Action
+    rule: str
+    outcome: str  # scored | cached | skipped | host-list | error | timeout
+    body: bytes | None = None
+    kind: MediaKind | None = None
+    info: ImageInfo | None = None
+    emotion: Emotion | None = None
+    after: Emotion | None = None
+    calm_alpha: float | None = None
+    calm_reached: bool | None = None
+    error: str | None = None
+    scorer: str | None = None
+    model_width: float | None = None
+    precision: str | None = None
+
+
+@dataclass(frozen=True)
+class _Scored:
+    info: ImageInfo
+    emotion: Emotion
+    scorer: str
+    model_width: float
+    precision: str
+
+
+class ScoreCache:
+    """LRU of scores by body hash: the same logo on every page is decoded and scored once."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[bytes, _Scored] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: bytes) -> _Scored | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return entry
+
+    def put(self, key: bytes, entry: _Scored) -> None:
+        if self.capacity <= 0:
+            return
+        with self._lock:
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+
+
+def blocked_body(kind: MediaKind | None, info: ImageInfo | None) -> bytes | None:
+    """A same-size, same-format placeholder; a 1×1 one when the size is unknown."""
+    if info is not None:
+        return placeholder(info)
+    if kind is not None and kind.is_image:
+        return placeholder(ImageInfo(kind, 1, 1, 1, False))
+    return None  # the addon answers 403 instead
+
+
+class ImagePipeline:
+    """Judges image bodies for one scorer; thread-safe."""
+
+    def __init__(
+        self,
+        scorer: Scorer,
+        calmer: Calmer | None = None,
+        limits: ImageLimits | None = None,
+        cache: ScoreCache | None = None,
+        max_frames: int = 4,
+    ) -> None:
+        self.scorer = scorer
+        self.calmer = calmer or Calmer(scorer)
+        self.limits = limits or ImageLimits()
+        self.cache = cache if cache is not None else ScoreCache()
+        self.max_frames = max_frames
+
+    def judge(
+        self,
+        data: bytes,
+        profile: Profile,
+        host: str,
+        claimed_kind: MediaKind | None = None,
+    ) -> Verdict:
+        kind = sniff(data[:512])
+        forced = profile.for_host(host)
+        try:
+            if kind is None or not kind.is_image:
+                raise MediaError("not-an-image", "body is not a JPEG, PNG, GIF or WebP image")
+            if forced is not None:
+                return self._apply_forced(forced, data, kind)
+            if len(data) < profile.inspect.min_bytes:
+                return Verdict(Action.PASS, f"{profile.child}/small", "skipped", kind=kind)
+            info = probe(data, self.limits)
+            if info.width < profile.inspect.min_width or info.height < profile.inspect.min_height:
+                return Verdict(Action.PASS, f"{profile.child}/small", "skipped", kind=kind, info=info)
+            scored, outcome = self._score(data)
+            return self._act(profile.decide(scored.emotion), data, scored, outcome)
+        except MediaError as exc:
+            return self.fallback(profile, "error", str(exc), kind or claimed_kind, data)
+
+    def fallback(
+        self,
+        profile: Profile,
+        outcome: str,
+        error: str,
+        kind: MediaKind | None,
+        data: bytes | None = None,
+    ) -> Verdict:
+        """The policy's on_error / on_timeout action, applied without touching the scorer."""
+        action = profile.on_timeout if outcome == "timeout" else profile.on_error
+        rule = f"{profile.child}/on_{outcome}"
+        if action is not Action.BLOCK:
+            return Verdict(Action.PASS, rule, outcome, kind=kind, error=error)
+        info = None
+        if data is not None:
+            try:
+                info = probe(data, self.limits)
+            except MediaError:
+                info = None
+        body = blocked_body(kind, info)
+        return Verdict(Action.BLOCK, rule, outcome, body=body, kind=kind, info=info, error=error)
+
+    def _apply_forced(self, decision: Decision, data: bytes, kind: MediaKind) -> Verdict:
+        if decision.action is Action.BLOCK:
+            info = probe(data, self.limits)
+            return Verdict(Action.BLOCK, decision.rule, "host-list", body=placeholder(info),
+                           kind=kind, info=info)
+        return Verdict(Action.PASS, decision.rule, "host-list", kind=kind)
+
+    def _score(self, data: bytes) -> tuple[_Scored, str]:
+        key = hashlib.blake2b(data, digest_size=16).digest()
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached, "cached"
+        info, frames = frames_for_scoring(
+            data, size=self.scorer.input_size, limits=self.limits, max_frames=self.max_frames
+        )
+        scorer = self.scorer
+        entry = _Scored(info, score(scorer, frames), scorer.name, scorer.width, scorer.precision)
+        self.cache.put(key, entry)
+        return entry, "scored"
+
+    def _act(self, decision: Decision, data: bytes, scored: _Scored, outcome: str) -> Verdict:
+        verdict = Verdict(
+            decision.action, decision.rule, outcome, kind=scored.info.kind, info=scored.info,
+            emotion=scored.emotion, scorer=scored.scorer, model_width=scored.model_width,
+            precision=scored.precision,
+        )  # fmt: skip
+        if decision.action is Action.BLOCK:
+            verdict.body = placeholder(scored.info)
+        elif decision.action is Action.CALM and decision.target is not None:
+            decoded = decode_full(data, self.limits)
+            calmed = self.calmer.calm(decoded.frames, decision.target, before=scored.emotion)
+            verdict.after = calmed.after
+            verdict.calm_alpha = calmed.alpha
+            verdict.calm_reached = calmed.reached
+            if not calmed.reached and decision.if_unreached is Action.BLOCK:
+                verdict.action = Action.BLOCK
+                verdict.rule = f"{decision.rule}/unreached"
+                verdict.body = placeholder(scored.info)
+            else:
+                verdict.body = encode_like(decoded, calmed.frames)
+        return verdict
+
+
+def timed(func, *args, **kwargs):  # type: ignore[no-untyped-def]
+    """Run func, returning (result, milliseconds)."""
+    start = time.perf_counter()
+    result = func(*args, **kwargs)
+    return result, (time.perf_counter() - start) * 1000.0
