@@ -64,8 +64,10 @@ def parse_listen(value: str | None) -> tuple[str | None, int | None]:
 @click.option("--mode", type=click.Choice(MODES), help="How devices reach the proxy.")
 @click.option("--policy", type=click.Path(dir_okay=False, path_type=Path), help="Policy file.")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--scorer", type=click.Choice(SCORERS))
+@click.option("--scorer", help="auto, nested, heuristic, or a custom module:Class.")
 @click.option("--debug-headers", is_flag=True, default=None, help="Add X-Moodgate headers.")
+@click.option("--set", "mitm_options", multiple=True, metavar="NAME=VALUE",
+              help="A mitmproxy option, as with mitmdump --set (repeatable).")
 @click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
 def serve(
     config: Path | None,
@@ -75,6 +77,7 @@ def serve(
     state_dir: Path | None,
     scorer: str | None,
     debug_headers: bool | None,
+    mitm_options: tuple[str, ...],
     quiet: bool,
 ) -> None:
     """Run the filtering proxy (mitmproxy with the moodgate addon)."""
@@ -89,11 +92,11 @@ def serve(
         level=logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    asyncio.run(_serve(config, settings))
+    asyncio.run(_serve(config, settings, mitm_options))
 
 
-async def _serve(config: Path | None, settings: Settings) -> None:
-    from mitmproxy import options
+async def _serve(config: Path | None, settings: Settings, mitm_options: tuple[str, ...]) -> None:
+    from mitmproxy import exceptions, options
     from mitmproxy.tools.dump import DumpMaster
 
     from moodgate.addon import Moodgate
@@ -107,15 +110,22 @@ async def _serve(config: Path | None, settings: Settings) -> None:
         confdir=str(confdir),
     )
     master = DumpMaster(opts, with_termlog=True, with_dumper=False)
+    moodgate_options = {
+        "moodgate_config": str(config) if config else "",
+        "moodgate_policy": str(settings.policy or ""),
+        "moodgate_state_dir": str(settings.state_dir),
+        "moodgate_scorer": settings.scorer,
+        "moodgate_debug_headers": str(settings.debug_headers).lower(),
+    }
+    try:
+        # Deferred, so the addon is configured once, with these values, when it registers.
+        opts.set(*(f"{k}={v}" for k, v in moodgate_options.items()), *mitm_options, defer=True)
+    except exceptions.OptionsError as exc:
+        fail(f"--set: {exc}")
     addon = Moodgate()
     master.addons.add(addon)
-    opts.update(
-        moodgate_config=str(config) if config else "",
-        moodgate_policy=str(settings.policy or ""),
-        moodgate_state_dir=str(settings.state_dir),
-        moodgate_scorer=settings.scorer,
-        moodgate_debug_headers=settings.debug_headers,
-    )
+    if opts.deferred:
+        fail(f"--set: unknown option(s): {', '.join(sorted(opts.deferred))}")
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, master.shutdown)
     loop.add_signal_handler(signal.SIGTERM, master.shutdown)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from pathlib import Path
 
@@ -30,8 +31,12 @@ def create_scorer(
     threads: int = 1,
 ) -> Scorer:
     """`nested` loads a slice of the ONNX model; `auto` falls back to `heuristic` if it can't."""
+    if ":" in kind:
+        return _import_scorer(kind)
     if kind not in SCORERS:
-        raise ValueError(f"unknown scorer {kind!r}; choose one of {', '.join(SCORERS)}")
+        raise ValueError(
+            f"unknown scorer {kind!r}; choose one of {', '.join(SCORERS)} or module:Class"
+        )
     if kind == "heuristic":
         return HeuristicScorer()
     model_dir = model_dir or default_model_dir()
@@ -44,3 +49,16 @@ def create_scorer(
             raise ScorerUnavailable(f"cannot load the model from {model_dir}: {exc}") from exc
         log.warning("model unavailable (%s); falling back to the hand-crafted scorer", exc)
         return HeuristicScorer()
+
+
+def _import_scorer(spec: str) -> Scorer:
+    """A custom scorer class named `package.module:ClassName`, built with no arguments."""
+    module_name, _, class_name = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        scorer = getattr(module, class_name)()
+    except Exception as exc:
+        raise ScorerUnavailable(f"cannot load scorer {spec!r}: {exc}") from exc
+    if not isinstance(scorer, Scorer):
+        raise ScorerUnavailable(f"{spec!r} does not implement the Scorer interface")
+    return scorer

