@@ -7,8 +7,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import media_factory  # noqa: E402
-from realnet import make_certificate  # noqa: E402
+import media_factory
+from realnet import make_certificate
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -79,7 +79,8 @@ def truncated_jpeg() -> bytes:
 
 
 def png_with_bad_crc() -> bytes:
-    data = bytearray(png(vivid_chaos(200, 150)))
+    noise = np.random.default_rng(3).integers(0, 256, (150, 200, 3), dtype=np.uint8)
+    data = bytearray(png(Image.fromarray(noise)))
     # IHDR's CRC sits at bytes 29..32; flip it.
     data[29] ^= 0xFF
     return bytes(data)
@@ -95,4 +96,5 @@ def decompression_bomb(side: int = 30000) -> bytes:
     row = b"\x00" + b"\x00" * ((side + 7) // 8)
     compressor = zlib.compressobj(9)
     body = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+    chunks = chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunks

@@ -88,7 +88,7 @@ class Origin:
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 route = origin.routes.get(self.path.split("?", 1)[0])
                 if route is None:
                     self.send_error(404)

@@ -14,7 +14,7 @@ from typing import Any
 if __package__ in (None, ""):  # loaded by `mitmdump -s` from a source checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mitmproxy import ctx, http
+from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
 
 from moodgate.config import Settings, load_settings
@@ -76,19 +76,27 @@ class Moodgate:
             loader.add_option(name, kind, default, help_text)
 
     def configure(self, updated: set[str]) -> None:
-        if self.engine is not None and not updated & OPTIONS.keys():
-            return
-        settings = settings_from_options(ctx.options)
-        if self.engine is not None:
-            self.engine.stop()
-        self.engine = Engine(settings)
-        if self._running:
-            self.engine.start()
+        if self._running and updated & OPTIONS.keys():
+            try:
+                self._rebuild()
+            except Exception as exc:  # keep the engine that works; refuse the change
+                raise exceptions.OptionsError(f"moodgate: {exc}") from exc
 
     def running(self) -> None:
         self._running = True
+        try:
+            self._rebuild()
+        except Exception:
+            # A filter that silently passed everything would be worse than no proxy at all.
+            log.exception("moodgate cannot start; shutting the proxy down")
+            ctx.master.shutdown()
+
+    def _rebuild(self) -> None:
+        engine = Engine(settings_from_options(ctx.options))
         if self.engine is not None:
-            self.engine.start()
+            self.engine.stop()
+        self.engine = engine
+        engine.start()
 
     def done(self) -> None:
         if self.engine is not None:
@@ -157,7 +165,8 @@ def _apply(flow: http.HTTPFlow, verdict: Verdict, debug_headers: bool) -> None:
 def debug_header(verdict: Verdict) -> str:
     parts = [verdict.action.value]
     if verdict.emotion is not None:
-        parts += [f"valence={verdict.emotion.valence:.3f}", f"arousal={verdict.emotion.arousal:.3f}"]
+        emotion = verdict.emotion
+        parts += [f"valence={emotion.valence:.3f}", f"arousal={emotion.arousal:.3f}"]
     parts += [f"rule={verdict.rule}", f"outcome={verdict.outcome}"]
     return "; ".join(parts)
 

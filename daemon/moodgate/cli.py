@@ -25,6 +25,7 @@ from moodgate.emotion import score
 from moodgate.emotion.registry import SCORERS, ScorerUnavailable, create_scorer
 from moodgate.media import MediaError
 from moodgate.media.image import frames_for_scoring
+from moodgate.policy import PolicyError, load_policy
 from moodgate.policy.commands import policy_group
 from moodgate.record.store import recent_decisions
 
@@ -86,12 +87,16 @@ def serve(
         config, listen_host=host, listen_port=port, mode=mode, policy=policy,
         state_dir=state_dir, scorer=scorer, debug_headers=debug_headers,
     )  # fmt: skip
-    if settings.policy is not None and not settings.policy.is_file():
-        fail(f"policy file {settings.policy} does not exist")
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    if settings.policy is not None:
+        # Refuse to start on a broken policy: silently filtering by the default would be worse.
+        try:
+            load_policy(settings.policy, neighbours=settings.neighbours)
+        except PolicyError as exc:
+            fail("the policy is invalid:\n" + "\n".join(str(p) for p in exc.problems))
+        except OSError as exc:
+            fail(f"cannot read the policy file: {exc}")
+    # mitmproxy's terminal log prints every record; it only needs the level.
+    logging.getLogger().setLevel(logging.WARNING if quiet else logging.INFO)
     asyncio.run(_serve(config, settings, mitm_options))
 
 

@@ -18,7 +18,7 @@ from moodgate.config import Settings
 from moodgate.emotion.registry import create_scorer
 from moodgate.media import MediaKind
 from moodgate.pipeline import ImagePipeline, ScoreCache, Verdict
-from moodgate.policy import Client, Policy, PolicyWatcher, Profile
+from moodgate.policy import Client, Policy, PolicyScheduler, PolicyWatcher, Profile
 from moodgate.record.store import DecisionRow, DecisionStore
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,12 @@ class Engine:
             Calmer(self.scorer, StyleBank.default()),
             cache=ScoreCache(settings.cache_entries),
         )
+        self.scheduler = PolicyScheduler()
         self.policy = PolicyWatcher(
-            settings.policy, on_error=lambda error: log.error("policy rejected: %s", error)
+            settings.policy,
+            on_change=self._policy_changed,
+            on_error=lambda error: log.error("policy rejected, the last good one stays: %s", error),
+            neighbours=settings.neighbours,
         )
         self.store = DecisionStore(settings.database)
         self.executor = ThreadPoolExecutor(settings.worker_count, thread_name_prefix="moodgate")
@@ -57,13 +61,27 @@ class Engine:
     def start(self) -> None:
         self.store.start()
         self.policy.start()
+        self.scheduler.set_policy(self.policy.current)
+        self.scheduler.add_nightly("retention-purge", self.purge)
+        self.scheduler.start()
         log.info(
             "moodgate ready: scorer=%s width=%s precision=%s policy=%s db=%s",
             self.scorer.name, self.scorer.width, self.scorer.precision,
             self.settings.policy or "<embedded default>", self.settings.database,
         )  # fmt: skip
 
+    def _policy_changed(self, policy: Policy) -> None:
+        log.info("policy reloaded from %s", policy.source)
+        self.scheduler.set_policy(policy)
+
+    def purge(self) -> int:
+        removed = self.store.purge(self.settings.retention_days)
+        log.info("retention: removed %d decisions older than %s days", removed,
+                 self.settings.retention_days)
+        return removed
+
     def stop(self) -> None:
+        self.scheduler.shutdown()
         self.policy.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.store.close()

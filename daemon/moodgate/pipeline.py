@@ -130,7 +130,8 @@ class ImagePipeline:
                 return Verdict(Action.PASS, f"{profile.child}/small", "skipped", kind=kind)
             info = probe(data, self.limits)
             if info.width < profile.inspect.min_width or info.height < profile.inspect.min_height:
-                return Verdict(Action.PASS, f"{profile.child}/small", "skipped", kind=kind, info=info)
+                small = f"{profile.child}/small"
+                return Verdict(Action.PASS, small, "skipped", kind=kind, info=info)
             scored, outcome = self._score(data)
             return self._act(profile.decide(scored.emotion), data, scored, outcome)
         except MediaError as exc:

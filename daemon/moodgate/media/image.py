@@ -132,7 +132,9 @@ def sample_indices(frames: int, count: int) -> list[int]:
     """Evenly spaced frame indices, always including the first."""
     if frames <= count:
         return list(range(frames))
-    return sorted({round(i * (frames - 1) / (count - 1)) for i in range(count)}) if count > 1 else [0]
+    if count <= 1:
+        return [0]
+    return sorted({round(i * (frames - 1) / (count - 1)) for i in range(count)})
 
 
 def frames_for_scoring(
@@ -176,7 +178,7 @@ def frames_for_scoring(
 
 
 def estimate_jpeg_quality(image: Image.Image) -> int | None:
-    """The IJG quality that would produce this file's luminance table (inverse of libjpeg's scaling)."""
+    """The IJG quality whose scaled Annex K table matches this file's luminance table."""
     tables = getattr(image, "quantization", None)
     if not tables or 0 not in tables:
         return None
