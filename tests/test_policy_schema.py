@@ -117,3 +117,22 @@ def test_schema_and_parser_both_reject(validator: jsonschema.Draft7Validator, na
     assert list(validator.iter_errors(load(text))), f"schema accepted {name}"
     with pytest.raises(PolicyError):
         parse_policy(dedent(text))
+
+
+def test_schema_knows_the_same_keys_as_the_parser() -> None:
+    from moodgate.policy import loader
+
+    schema = json.loads(SCHEMA_PATH.read_text())
+    definitions = schema["definitions"]
+
+    def keys(definition: str) -> set[str]:
+        return set(definitions[definition]["properties"])
+
+    assert set(schema["properties"]) == set(loader._TOP_KEYS)
+    assert keys("child") == set(loader._CHILD_KEYS)
+    assert keys("defaultProfile") == set(loader._PROFILE_KEYS)
+    assert keys("parents") == set(loader._PARENT_KEYS)
+    assert keys("window") == set(loader._WINDOW_KEYS)
+    assert keys("rule") == set(loader._RULE_KEYS)
+    assert keys("inspect") == set(loader._INSPECT_KEYS)
+    assert set(definitions["preset"]["enum"]) == set(loader.PRESET_NAMES)

@@ -38,10 +38,10 @@ def srgb_to_lab(srgb: np.ndarray) -> np.ndarray:
     """sRGB in 0…1 (…×3) → CIELAB (L 0…100, a/b roughly −128…127)."""
     xyz = _linearise(np.asarray(srgb, dtype=np.float64)) @ _RGB_TO_XYZ.T / _WHITE
     f = np.where(xyz > _EPS, np.cbrt(xyz), (_KAPPA * xyz + 16.0) / 116.0)
-    return np.stack(
-        [116.0 * f[..., 1] - 16.0, 500.0 * (f[..., 0] - f[..., 1]), 200.0 * (f[..., 1] - f[..., 2])],
-        axis=-1,
-    )
+    lightness = 116.0 * f[..., 1] - 16.0
+    a = 500.0 * (f[..., 0] - f[..., 1])
+    b = 200.0 * (f[..., 1] - f[..., 2])
+    return np.stack([lightness, a, b], axis=-1)
 
 
 def lab_to_srgb(lab: np.ndarray) -> np.ndarray:

@@ -25,7 +25,9 @@ class DefaultBankBuilder:
     max_arousal: float = -0.2  # rated, −1…+1
 
     def choose(self, samples: list[Sample]) -> list[Sample]:
-        calm = [s for s in samples if s.valence >= self.min_valence and s.arousal <= self.max_arousal]
+        calm = [
+            s for s in samples if s.valence >= self.min_valence and s.arousal <= self.max_arousal
+        ]
         calm.sort(key=lambda s: (s.arousal - s.valence, str(s.path)))
         return calm[: self.count]
 
@@ -80,4 +82,3 @@ class _NullScorer:
 
     def score_frames(self, frames: list[np.ndarray]) -> list[Emotion]:
         return [Emotion(0.0, 0.0) for _ in frames]
-

@@ -76,6 +76,7 @@ class Calmer:
         steps: int = 4,
         settings: CalmSettings | None = None,
         selector: StyleSelector | None = None,
+        margin: float = 0.03,
     ) -> None:
         if not 0.0 < max_alpha <= 1.0:
             raise ValueError("max_alpha must be in (0, 1]")
@@ -87,6 +88,9 @@ class Calmer:
         self.steps = steps
         self.settings = settings or CalmSettings()
         self.selector = selector or StyleSelector()
+        # The loop judges thumbnails; the full-size, re-encoded result scores a little
+        # differently, so it aims this far inside the target to still be inside downstream.
+        self.margin = margin
 
     def calm(
         self,
@@ -118,25 +122,41 @@ class Calmer:
             alpha = float(np.clip(strength, 0.0, 1.0))
             lut = transform.lut(alpha)
             after = self._score(transform, thumbs, alpha, lut)
-            return self._finish(originals, work, transform, alpha, lut, scale, before, after,
-                                target, blend)
+            return self._finish(
+                originals, work, transform, alpha, lut, scale, before, after, target, blend
+            )
 
         if target.reached(before):
-            return CalmOutcome([f.copy() for f in originals], 0.0, before, before, True,
-                               blend.weights)
+            return CalmOutcome(
+                [f.copy() for f in originals], 0.0, before, before, True, blend.weights
+            )
+        aim = VATarget(
+            None if target.arousal_at_most is None else target.arousal_at_most - self.margin,
+            None if target.valence_at_least is None else target.valence_at_least + self.margin,
+        )
         best: _Attempt | None = None
         for step in range(1, self.steps + 1):
             alpha = self.max_alpha * step / self.steps
             lut = transform.lut(alpha)
             attempt = _Attempt(alpha, lut, self._score(transform, thumbs, alpha, lut))
             # Strictly better only: on a tie the gentler attempt is kept.
-            if best is None or target.shortfall(attempt.after) < target.shortfall(best.after):
+            if best is None or aim.shortfall(attempt.after) < aim.shortfall(best.after):
                 best = attempt
-            if target.reached(attempt.after):
+            if aim.reached(attempt.after):
                 break
         assert best is not None
-        return self._finish(originals, work, transform, best.alpha, best.lut, scale, before,
-                            best.after, target, blend)
+        return self._finish(
+            originals,
+            work,
+            transform,
+            best.alpha,
+            best.lut,
+            scale,
+            before,
+            best.after,
+            target,
+            blend,
+        )
 
     def _score(
         self,

@@ -129,7 +129,7 @@ class StyleBank:
         if not isinstance(data, dict) or not isinstance(data.get("styles"), list):
             raise ValueError(f"{path}: not a style bank (expected an object with 'styles')")
         if int(data.get("version", BANK_VERSION)) > BANK_VERSION:
-            raise ValueError(f"{path}: style bank version {data['version']} is newer than this code")
+            raise ValueError(f"{path}: style bank version {data['version']} is too new")
         styles = []
         for index, item in enumerate(data["styles"]):
             try:
@@ -185,9 +185,7 @@ class StyleBank:
         directory = Path(directory)
         if not directory.is_dir():
             return [], [f"{directory}: not a directory"]
-        files = sorted(
-            p for p in directory.iterdir() if p.is_file() and not p.name.startswith(".")
-        )
+        files = sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith("."))
         if not files:
             return [], [f"{directory}: no files"]
         return self.add_files(files, scorer, prefix=f"{directory.name}/")

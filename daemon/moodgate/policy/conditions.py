@@ -103,7 +103,7 @@ def parse_condition(text: str) -> Condition:
     """Parse a rule's ``when``; raises ValueError with a plain-words message."""
     stripped = text.strip()
     if not stripped:
-        raise ValueError(f"the condition is empty; write e.g. {_EXAMPLE} or \"always\"")
+        raise ValueError(f'the condition is empty; write e.g. {_EXAMPLE} or "always"')
     if stripped.lower() in _ALWAYS:
         return Condition(())
     comparisons = []
@@ -118,13 +118,15 @@ def parse_target(text: str) -> VATarget:
     """Parse a calm ``target``: only lower arousal and/or higher valence make sense."""
     stripped = text.strip()
     if not stripped:
-        raise ValueError("the target is empty; write e.g. \"arousal <= -0.1\"")
+        raise ValueError('the target is empty; write e.g. "arousal <= -0.1"')
     arousal: float | None = None
     valence: float | None = None
     for part in _parts(stripped):
         if not part.strip():
-            raise ValueError("'and' needs a comparison on both sides; write e.g. "
-                             "\"arousal <= -0.1 and valence >= 0\"")
+            raise ValueError(
+                "'and' needs a comparison on both sides; write e.g. "
+                '"arousal <= -0.1 and valence >= 0"'
+            )
         c = _comparison(part)
         if c.variable == "arousal" and c.op in ("<", "<="):
             if arousal is not None:

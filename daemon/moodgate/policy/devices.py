@@ -104,9 +104,12 @@ def _read_system_table() -> str:
     ip = shutil.which("ip")
     if ip:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            text += "\n" + subprocess.run(
-                [ip, "neigh", "show"], capture_output=True, text=True, timeout=1.0, check=False
-            ).stdout
+            text += (
+                "\n"
+                + subprocess.run(
+                    [ip, "neigh", "show"], capture_output=True, text=True, timeout=1.0, check=False
+                ).stdout
+            )
     return text
 
 

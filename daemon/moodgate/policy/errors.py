@@ -34,6 +34,4 @@ class PolicyError(Exception):
 
     def __init__(self, problems: list[PolicyProblem]) -> None:
         self.problems = problems
-        super().__init__(
-            "\n".join(str(p) for p in problems) if problems else "invalid policy"
-        )
+        super().__init__("\n".join(str(p) for p in problems) if problems else "invalid policy")

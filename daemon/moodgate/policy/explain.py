@@ -56,21 +56,27 @@ def _rule_sentence(profile: Profile, emotion: Emotion, decision: Decision) -> st
     rule = profile.matching_rule(emotion)
     score = f"An item scoring {_score(emotion)}"
     if rule is None:
-        return (f"{score} matches none of the {len(profile.rules)} rules in force, "
-                "so it passes.")
+        return f"{score} matches none of the {len(profile.rules)} rules in force, so it passes."
     origin = f", from {rule.origin}" if rule.origin else ""
-    sentence = (f"{score} matches rule '{rule.name}' ({rule.condition}{origin}), "
-                f"so it {_VERB[decision.action]}")
+    sentence = (
+        f"{score} matches rule '{rule.name}' ({rule.condition}{origin}), "
+        f"so it {_VERB[decision.action]}"
+    )
     if decision.action is Action.CALM and decision.target is not None:
-        fallback = ("blocked" if decision.if_unreached is Action.BLOCK
-                    else "the calmest attempt is kept")
-        sentence += (f" until {describe_target(decision.target)}; if calming cannot get "
-                     f"there, it is {fallback}")
+        fallback = (
+            "it is blocked"
+            if decision.if_unreached is Action.BLOCK
+            else "the calmest attempt is kept"
+        )
+        sentence += (
+            f" until {describe_target(decision.target)}; if calming cannot get there, {fallback}"
+        )
     return sentence + "."
 
 
-def explain_decision(policy: Policy, child: str, at: datetime, emotion: Emotion,
-                     host: str | None = None) -> Explanation:
+def explain_decision(
+    policy: Policy, child: str, at: datetime, emotion: Emotion, host: str | None = None
+) -> Explanation:
     """Raises KeyError for a child the policy does not know."""
     profile = policy.profile_named(child, at)
     local = policy.local_time(at)
@@ -89,18 +95,29 @@ def explain_decision(policy: Policy, child: str, at: datetime, emotion: Emotion,
         entry = profile.host_entry(host or "")
         listed = "always-pass" if decision.action is Action.PASS else "always-block"
         where = f"'{entry.host}' on the {listed} list" if entry else f"the {listed} list"
-        parts.append(f" Host {host} matches {where}, so it {_VERB[decision.action]} "
-                     "without being scored.")
+        parts.append(
+            f" Host {host} matches {where}, so it {_VERB[decision.action]} without being scored."
+        )
     else:
         if host:
             parts.append(f" Host {host} is on neither host list.")
         decision = profile.decide(emotion)
         parts.append(" " + _rule_sentence(profile, emotion, decision))
     parts.append(f" Decision: {decision.action.value} by {decision.rule}.")
-    return Explanation(child, local, policy.timezone_name, profile.window, profile.window_text,
-                       host, emotion, decision, "".join(parts))
+    return Explanation(
+        child,
+        local,
+        policy.timezone_name,
+        profile.window,
+        profile.window_text,
+        host,
+        emotion,
+        decision,
+        "".join(parts),
+    )
 
 
-def explain(policy: Policy, child: str, at: datetime, emotion: Emotion,
-            host: str | None = None) -> str:
+def explain(
+    policy: Policy, child: str, at: datetime, emotion: Emotion, host: str | None = None
+) -> str:
     return explain_decision(policy, child, at, emotion, host).text

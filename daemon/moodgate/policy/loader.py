@@ -41,13 +41,34 @@ from moodgate.policy.schedule import TimeSpan, Window, parse_span
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _RESERVED = {DEFAULT, PARENTS}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "ki": 1024,
-          "m": 1000**2, "mb": 1000**2, "mib": 1024**2, "mi": 1024**2,
-          "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "gi": 1024**3}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "ki": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "mi": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "gi": 1024**3,
+}
 
 _TOP_KEYS = ("version", "timezone", "default", "parents", "children")
-_PROFILE_KEYS = ("preset", "rules", "schedule", "always_pass", "always_block", "inspect",
-                 "on_error", "on_timeout")
+_PROFILE_KEYS = (
+    "preset",
+    "rules",
+    "schedule",
+    "always_pass",
+    "always_block",
+    "inspect",
+    "on_error",
+    "on_timeout",
+)
 _CHILD_KEYS = ("devices", "users", *_PROFILE_KEYS)
 _PARENT_KEYS = ("devices", "users")
 _WINDOW_KEYS = ("when", "preset", "rules", "always_pass", "always_block")
@@ -182,8 +203,9 @@ class _Reader:
         match = _SIZE.match(value) if isinstance(value, str) else None
         unit = match[2].lower() if match and match[2] else ""
         if not match or unit not in _UNITS:
-            self.error(loc, f"should be a size in bytes like 2048, '2 KiB' or '64 MB', "
-                            f"not {_show(value)}")
+            self.error(
+                loc, f"should be a size in bytes like 2048, '2 KiB' or '64 MB', not {_show(value)}"
+            )
             return None
         return int(float(match[1]) * _UNITS[unit])
 
@@ -196,8 +218,11 @@ class _Reader:
 
     def name(self, value: Any, loc: _Loc, what: str) -> str | None:
         if not isinstance(value, str) or not _NAME.match(value):
-            self.error(loc, f"{_show(value)} is not a usable {what} name; use letters, digits, "
-                            "'-' and '_', starting with a letter or digit")
+            self.error(
+                loc,
+                f"{_show(value)} is not a usable {what} name; use letters, digits, "
+                "'-' and '_', starting with a letter or digit",
+            )
             return None
         return value
 
@@ -238,8 +263,10 @@ class _Reader:
             if isinstance(value, str) and value.strip().lower() in _IF_UNREACHED:
                 patch.if_unreached = _IF_UNREACHED[value.strip().lower()]
             else:
-                self.error(loc.key(raw, "if_unreached"),
-                           f"{_show(value)} is not allowed here; use keep or block")
+                self.error(
+                    loc.key(raw, "if_unreached"),
+                    f"{_show(value)} is not allowed here; use keep or block",
+                )
         if "enabled" in raw:
             patch.enabled = self.boolean(raw["enabled"], loc.key(raw, "enabled")) is not False
         return patch
@@ -252,8 +279,10 @@ class _Reader:
             if preset in PRESET_NAMES:
                 rules.preset = preset
             else:
-                self.error(loc.key(raw, "preset"),
-                           f"{_show(value)} is not a preset; use {_or(PRESET_NAMES)}")
+                self.error(
+                    loc.key(raw, "preset"),
+                    f"{_show(value)} is not a preset; use {_or(PRESET_NAMES)}",
+                )
         seen: set[str] = set()
         for item, item_loc in self.items(raw.get("rules"), loc.key(raw, "rules"), "rules"):
             patch = self.rule(item, item_loc)
@@ -313,8 +342,9 @@ class _Reader:
                 self.error(item_loc, str(exc))
         if not spans:
             return None
-        return _WindowSpec(name, tuple(spans), self.rule_set(raw, loc, None),
-                           self.hosts(raw, loc), loc)
+        return _WindowSpec(
+            name, tuple(spans), self.rule_set(raw, loc, None), self.hosts(raw, loc), loc
+        )
 
 
 def _kind(value: Any) -> str:
@@ -347,8 +377,9 @@ class _Builder:
         self.reader = reader
 
     def rules(self, base: tuple[Rule, ...], rule_set: _RuleSet) -> tuple[Rule, ...]:
-        current: list[Rule | None] = list(base if rule_set.preset is None
-                                          else preset_rules(rule_set.preset))
+        current: list[Rule | None] = list(
+            base if rule_set.preset is None else preset_rules(rule_set.preset)
+        )
         added: list[Rule] = []
         for patch in rule_set.patches:
             index = next((i for i, r in enumerate(current) if r and r.name == patch.name), None)
@@ -374,9 +405,12 @@ class _Builder:
             missing = [k for k, v in (("when", patch.when), ("action", patch.action)) if v is None]
             if missing:
                 if not self._has_parse_error(patch.loc):
-                    self.reader.error(patch.loc, f"rule '{patch.name}' needs "
-                                      f"{' and '.join(missing)} (it does not change a preset "
-                                      "rule of that name)")
+                    self.reader.error(
+                        patch.loc,
+                        f"rule '{patch.name}' needs "
+                        f"{' and '.join(missing)} (it does not change a preset "
+                        "rule of that name)",
+                    )
                 return None
         action = patch.action or (old.action if old else None)
         when = patch.when or (old.condition if old else None)
@@ -386,18 +420,23 @@ class _Builder:
         if_unreached = patch.if_unreached or (old.if_unreached if old else Action.CALM)
         if action is not Action.CALM:
             if patch.target_given:
-                self.reader.error(patch.loc, f"rule '{patch.name}': 'target' only applies to "
-                                  "calm rules")
+                self.reader.error(
+                    patch.loc, f"rule '{patch.name}': 'target' only applies to calm rules"
+                )
                 return None
             if patch.if_unreached is not None:
-                self.reader.error(patch.loc, f"rule '{patch.name}': 'if_unreached' only "
-                                  "applies to calm rules")
+                self.reader.error(
+                    patch.loc, f"rule '{patch.name}': 'if_unreached' only applies to calm rules"
+                )
                 return None
             target, if_unreached = None, Action.CALM
         elif target is None:
             if not patch.target_given:
-                self.reader.error(patch.loc, f"rule '{patch.name}' calms, so it needs a target, "
-                                  "e.g. target: \"arousal <= -0.1\"")
+                self.reader.error(
+                    patch.loc,
+                    f"rule '{patch.name}' calms, so it needs a target, "
+                    'e.g. target: "arousal <= -0.1"',
+                )
             return None
         origin = "policy" if old is None else f"{old.origin}, changed in the policy"
         return Rule(patch.name, when, action, target, if_unreached, origin)
@@ -414,8 +453,9 @@ def _timezone(reader: _Reader, raw: dict, loc: _Loc) -> tuple[tzinfo, str]:
                 return ZoneInfo(value.strip()), value.strip()
             except (ZoneInfoNotFoundError, ValueError):
                 pass
-        reader.error(loc.key(raw, "timezone"),
-                     f"{_show(value)} is not a time zone name like 'Europe/Berlin'")
+        reader.error(
+            loc.key(raw, "timezone"), f"{_show(value)} is not a time zone name like 'Europe/Berlin'"
+        )
     return _local_timezone()
 
 
@@ -440,27 +480,42 @@ def _read_yaml(text: str, source: str) -> Any:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
         message = exc.problem or exc.context or "not valid YAML"
+        duplicate = re.match(r'found duplicate key "(.*?)" with value', message)
+        if duplicate:  # ruamel's message dumps both values; parents only need the key
+            message = f"'{duplicate[1]}' appears twice here; each name may appear only once"
         problem = PolicyProblem(source, line, column, "", f"not valid YAML: {message}")
         raise PolicyError([problem]) from None
     except YAMLError as exc:
         raise PolicyError([PolicyProblem(source, 0, 0, "", f"not valid YAML: {exc}")]) from exc
 
 
-def parse_policy(text: str, source: str = "<string>", neighbours: Path | None = None,
-                 *, path: Path | None = None) -> Policy:
+def parse_policy(
+    text: str, source: str = "<string>", neighbours: Path | None = None, *, path: Path | None = None
+) -> Policy:
     """Validate and build a Policy; raises PolicyError listing every problem found."""
     data = _read_yaml(text, source)
     reader = _Reader(source)
     root = _Loc("", 1, 1)
     if data is None:
-        raise PolicyError([PolicyProblem(source, 1, 1, "", "the file is empty; a policy needs at "
-                                         "least 'children' or 'default'")])
+        raise PolicyError(
+            [
+                PolicyProblem(
+                    source,
+                    1,
+                    1,
+                    "",
+                    "the file is empty; a policy needs at least 'children' or 'default'",
+                )
+            ]
+        )
     top = reader.mapping(data, root, _TOP_KEYS, "the policy")
     if top is None:
         raise PolicyError(reader.problems)
     if "version" in top and (isinstance(top["version"], bool) or top["version"] != 1):
-        reader.error(root.key(top, "version"), f"{_show(top['version'])} is not a version this "
-                     "moodgate understands; use 1")
+        reader.error(
+            root.key(top, "version"),
+            f"{_show(top['version'])} is not a version this moodgate understands; use 1",
+        )
     zone, zone_name = _timezone(reader, top, root)
     builder = _Builder(reader)
     directory = DeviceDirectory(NeighbourTable(neighbours))
@@ -468,12 +523,15 @@ def parse_policy(text: str, source: str = "<string>", neighbours: Path | None = 
     profiles: dict[tuple[str, str | None], Profile] = {}
     windows: dict[str, tuple[Window, ...]] = {}
 
-    parents_raw = reader.mapping(top.get(PARENTS), root.key(top, PARENTS), _PARENT_KEYS,
-                                 PARENTS)
+    parents_raw = reader.mapping(top.get(PARENTS), root.key(top, PARENTS), _PARENT_KEYS, PARENTS)
     if parents_raw is not None:
         _register(reader, directory, PARENTS, parents_raw, root.key(top, PARENTS))
     profiles[(PARENTS, None)] = Profile(
-        PARENTS, None, Inspect(images=False, video=False), Action.PASS, Action.PASS,
+        PARENTS,
+        None,
+        Inspect(images=False, video=False),
+        Action.PASS,
+        Action.PASS,
         pass_all=True,
     )
 
@@ -481,24 +539,31 @@ def parse_policy(text: str, source: str = "<string>", neighbours: Path | None = 
     children_loc = root.key(top, "children")
     children_raw = top.get("children") or {}
     if not isinstance(children_raw, dict):
-        reader.error(children_loc, "children should map each child's name to their profile, "
-                                   "e.g. mia: {devices: [192.168.1.23], preset: under-8}")
+        reader.error(
+            children_loc,
+            "children should map each child's name to their profile, "
+            "e.g. mia: {devices: [192.168.1.23], preset: under-8}",
+        )
         children_raw = {}
     for name, value in children_raw.items():
         loc = children_loc.key(children_raw, str(name))
         if reader.name(name, children_loc.key_name(children_raw, str(name)), "child") is None:
             continue
         if name.lower() in _RESERVED:
-            reader.error(children_loc.key_name(children_raw, name),
-                         f"'{name}' is reserved; write it as a top-level '{name.lower()}:' "
-                         "section instead")
+            reader.error(
+                children_loc.key_name(children_raw, name),
+                f"'{name}' is reserved; write it as a top-level '{name.lower()}:' section instead",
+            )
             continue
         raw = reader.mapping(value, loc, _CHILD_KEYS, f"child '{name}'")
         if raw is None:
             continue
         if not raw.get("devices") and not raw.get("users"):
-            reader.error(loc, "lists no devices or users, so nothing would ever use this "
-                              "profile; add e.g. devices: [192.168.1.23]")
+            reader.error(
+                loc,
+                "lists no devices or users, so nothing would ever use this "
+                "profile; add e.g. devices: [192.168.1.23]",
+            )
         _register(reader, directory, name, raw, loc)
         children.append(name)
         _profile(reader, builder, name, raw, loc, profiles, windows)
@@ -509,12 +574,20 @@ def parse_policy(text: str, source: str = "<string>", neighbours: Path | None = 
 
     if reader.problems:
         raise PolicyError(sorted(reader.problems, key=lambda p: (p.line, p.column)))
-    return Policy(source=path, timezone=zone, timezone_name=zone_name, profiles=profiles,
-                  windows=windows, directory=directory, children=children)
+    return Policy(
+        source=path,
+        timezone=zone,
+        timezone_name=zone_name,
+        profiles=profiles,
+        windows=windows,
+        directory=directory,
+        children=children,
+    )
 
 
-def _register(reader: _Reader, directory: DeviceDirectory, owner: str, raw: dict,
-              loc: _Loc) -> None:
+def _register(
+    reader: _Reader, directory: DeviceDirectory, owner: str, raw: dict, loc: _Loc
+) -> None:
     for item, item_loc in reader.items(raw.get("devices"), loc.key(raw, "devices"), "devices"):
         try:
             spec = parse_device(str(item) if item is not None else "")
@@ -523,8 +596,11 @@ def _register(reader: _Reader, directory: DeviceDirectory, owner: str, raw: dict
             continue
         other = directory.add(spec, owner)
         if other is not None:
-            reader.error(item_loc, f"'{spec.value}' is already a device of {other}; "
-                                   "a device can belong to only one profile")
+            reader.error(
+                item_loc,
+                f"'{spec.value}' is already a device of {other}; "
+                "a device can belong to only one profile",
+            )
     for item, item_loc in reader.items(raw.get("users"), loc.key(raw, "users"), "users"):
         if not isinstance(item, str) or not item.strip():
             reader.error(item_loc, f"{_show(item)} is not a proxy user name")
@@ -534,26 +610,41 @@ def _register(reader: _Reader, directory: DeviceDirectory, owner: str, raw: dict
             reader.error(item_loc, f"user '{item.strip()}' already belongs to {other}")
 
 
-def _profile(reader: _Reader, builder: _Builder, name: str, raw: dict, loc: _Loc,
-             profiles: dict[tuple[str, str | None], Profile],
-             windows: dict[str, tuple[Window, ...]]) -> None:
+def _profile(
+    reader: _Reader,
+    builder: _Builder,
+    name: str,
+    raw: dict,
+    loc: _Loc,
+    profiles: dict[tuple[str, str | None], Profile],
+    windows: dict[str, tuple[Window, ...]],
+) -> None:
     base_rules = builder.rules((), reader.rule_set(raw, loc, DEFAULT_PRESET))
     hosts = tuple(HostEntry(h, a, name) for h, a in reader.hosts(raw, loc))
     inspect = reader.inspect(raw.get("inspect"), loc.key(raw, "inspect"))
     on_error = on_timeout = Action.PASS
     if "on_error" in raw:
-        on_error = reader.action(raw["on_error"], loc.key(raw, "on_error"),
-                                 (Action.PASS, Action.BLOCK)) or Action.PASS
+        on_error = (
+            reader.action(raw["on_error"], loc.key(raw, "on_error"), (Action.PASS, Action.BLOCK))
+            or Action.PASS
+        )
     if "on_timeout" in raw:
-        on_timeout = reader.action(raw["on_timeout"], loc.key(raw, "on_timeout"),
-                                   (Action.PASS, Action.BLOCK)) or Action.PASS
+        on_timeout = (
+            reader.action(
+                raw["on_timeout"], loc.key(raw, "on_timeout"), (Action.PASS, Action.BLOCK)
+            )
+            or Action.PASS
+        )
     profiles[(name, None)] = Profile(name, None, inspect, on_error, on_timeout, base_rules, hosts)
 
     schedule_loc = loc.key(raw, "schedule")
     schedule = raw.get("schedule")
     if schedule is not None and not isinstance(schedule, dict):
-        reader.error(schedule_loc, "schedule should map window names to windows, e.g. "
-                                   "bedtime: {when: mon-fri 20:00-07:00, preset: under-8}")
+        reader.error(
+            schedule_loc,
+            "schedule should map window names to windows, e.g. "
+            "bedtime: {when: mon-fri 20:00-07:00, preset: under-8}",
+        )
         schedule = None
     built: list[Window] = []
     for window_name, value in (schedule or {}).items():
@@ -566,8 +657,13 @@ def _profile(reader: _Reader, builder: _Builder, name: str, raw: dict, loc: _Loc
         scope = f"{name}/{window_name}"
         window_hosts = tuple(HostEntry(h, a, scope) for h, a in spec.hosts)
         profiles[(name, window_name)] = Profile(
-            name, window_name, inspect, on_error, on_timeout,
-            builder.rules(base_rules, spec.rules), window_hosts + hosts,
+            name,
+            window_name,
+            inspect,
+            on_error,
+            on_timeout,
+            builder.rules(base_rules, spec.rules),
+            window_hosts + hosts,
             window_text=", ".join(str(s) for s in spec.spans),
         )
         built.append(Window(window_name, spec.spans))

@@ -34,10 +34,9 @@ class PolicyScheduler:
     def __init__(
         self,
         timezone: tzinfo | None = None,
-        on_switch: Callable[[str, str | None, str], None] | None = None,
+        on_switch: Callable[[str, str, str], None] | None = None,
     ) -> None:
-        # on_switch(child, window, edge): edge is "start" or "end"; window None never occurs
-        # today but keeps the signature open for "back to everyday rules".
+        # on_switch(child, window, edge) with edge "start" or "end", for a UI or metrics.
         self._on_switch = on_switch
         options: dict[str, Any] = {"job_defaults": {"coalesce": True, "misfire_grace_time": 3600}}
         if timezone is not None:
@@ -56,12 +55,17 @@ class PolicyScheduler:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=wait)
 
-    def add_nightly(self, name: str, func: Callable[[], Any], hour: int = 3,
-                    minute: int = 0) -> None:
+    def add_nightly(
+        self, name: str, func: Callable[[], Any], hour: int = 3, minute: int = 0
+    ) -> None:
         """Run ``func`` every night at hour:minute local time (retention purge, refits)."""
         self._scheduler.add_job(
-            func, CronTrigger(hour=hour, minute=minute, timezone=self._scheduler.timezone),
-            id=_NIGHTLY_PREFIX + name, name=name, replace_existing=True, max_instances=1,
+            func,
+            CronTrigger(hour=hour, minute=minute, timezone=self._scheduler.timezone),
+            id=_NIGHTLY_PREFIX + name,
+            name=name,
+            replace_existing=True,
+            max_instances=1,
         )
 
     def remove_nightly(self, name: str) -> None:
@@ -82,11 +86,15 @@ class PolicyScheduler:
                     for edge, days, minutes in edges:
                         minutes %= 24 * 60
                         trigger = CronTrigger(
-                            day_of_week=_cron_days(days), hour=minutes // 60,
-                            minute=minutes % 60, timezone=policy.timezone,
+                            day_of_week=_cron_days(days),
+                            hour=minutes // 60,
+                            minute=minutes % 60,
+                            timezone=policy.timezone,
                         )
                         self._scheduler.add_job(
-                            self._announce, trigger, args=(child, window.name, edge),
+                            self._announce,
+                            trigger,
+                            args=(child, window.name, edge),
                             id=f"{_WINDOW_PREFIX}{child}:{window.name}:{index}:{edge}",
                             replace_existing=True,
                         )

@@ -27,8 +27,10 @@ _Signature = tuple[int, int, str]  # mtime_ns, size, sha256
 class PolicyWatcher:
     """Holds the policy in force. ``current`` is always a valid Policy.
 
-    If the file is invalid at start-up there is no last good version of it, so the embedded
-    default policy is in force and ``last_error`` says why.
+    The file is loaded in the constructor, and ``on_change`` / ``on_error`` fire for that first
+    load too. If the file is invalid at start-up there is no last good version of it, so the
+    embedded default policy is in force and ``last_error`` says why (callers that would
+    rather refuse to start check ``last_error``).
     """
 
     def __init__(
@@ -81,9 +83,21 @@ class PolicyWatcher:
         with self._lock:
             seen = self._signature()
             if seen is None:
-                self._reject(PolicyError([PolicyProblem(
-                    str(self._path), 0, 0, "", "the policy file is missing or unreadable; "
-                    "keeping the last good policy")]), None)
+                self._reject(
+                    PolicyError(
+                        [
+                            PolicyProblem(
+                                str(self._path),
+                                0,
+                                0,
+                                "",
+                                "the policy file is missing or unreadable; "
+                                "keeping the last good policy",
+                            )
+                        ]
+                    ),
+                    None,
+                )
                 return False
             signature, text = seen
             return self._apply(signature, text)
@@ -107,8 +121,7 @@ class PolicyWatcher:
     def _reject(self, error: PolicyError, signature: _Signature | None) -> None:
         self._applied = signature
         self.last_error = error
-        log.error("policy %s rejected, the last good policy stays in force:\n%s",
-                  self._path, error)
+        log.error("policy %s rejected, the last good policy stays in force:\n%s", self._path, error)
         if self._on_error is not None:
             self._on_error(error)
 

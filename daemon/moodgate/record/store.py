@@ -91,7 +91,7 @@ class DecisionStore:
         buffer_limit: int = 10_000,
         batch_interval: float = 0.2,
     ) -> None:
-        self.path = path
+        self.path = Path(path)
         self.buffer_limit = buffer_limit
         self.batch_interval = batch_interval
         self.dropped = 0

@@ -1,0 +1,114 @@
+"""Sniffing, safe decoding, format-preserving encoding and placeholders on real encoded media."""
+
+from __future__ import annotations
+
+import io
+
+import media_factory as mf
+import numpy as np
+import pytest
+from PIL import Image
+
+from moodgate.media import MediaError, MediaKind, claimed_kind, sniff
+from moodgate.media.image import (
+    ImageLimits,
+    decode_full,
+    encode_like,
+    estimate_jpeg_quality,
+    frames_for_scoring,
+    placeholder,
+    probe,
+    sample_indices,
+)
+
+
+def test_sniff_by_magic_bytes(media) -> None:
+    assert sniff(media["vivid.jpg"]) is MediaKind.JPEG
+    assert sniff(media["alpha.png"]) is MediaKind.PNG
+    assert sniff(media["anim.gif"]) is MediaKind.GIF
+    assert sniff(media["vivid.webp"]) is MediaKind.WEBP
+    assert sniff(b"<!doctype html>") is None
+    assert sniff(b"") is None
+    assert sniff(b"G" + b"x" * 300) is None  # one sync byte is not MPEG-TS
+    assert sniff(b"\x00\x00\x00\x18ftypmp42") is MediaKind.MP4
+    packet = b"\x47" + b"\x00" * 187
+    assert sniff(packet * 2) is MediaKind.MPEGTS
+
+
+def test_claimed_kind() -> None:
+    assert claimed_kind("image/jpeg; charset=binary") is MediaKind.JPEG
+    assert claimed_kind("IMAGE/PNG") is MediaKind.PNG
+    assert claimed_kind("image/svg+xml") is None
+    assert claimed_kind(None) is None
+
+
+def test_jpeg_scored_from_draft_decode_at_reduced_size() -> None:
+    big = mf.jpeg(mf.vivid_chaos(2400, 1600))
+    info, frames = frames_for_scoring(big, size=224)
+    assert (info.width, info.height) == (2400, 1600)
+    assert len(frames) == 1
+    height, width, channels = frames[0].shape
+    assert channels == 3 and 224 <= min(height, width) <= 448
+
+
+def test_animated_frames_are_sampled(media) -> None:
+    info, frames = frames_for_scoring(media["anim.gif"], max_frames=3)
+    assert info.frames == 6 and len(frames) == 3
+    assert sample_indices(6, 3) == [0, 2, 5]
+    assert sample_indices(2, 4) == [0, 1]
+
+
+@pytest.mark.parametrize("name", ["vivid.jpg", "alpha.png", "anim.gif", "vivid.webp"])
+def test_round_trip_keeps_format_size_frames(media, name) -> None:
+    decoded = decode_full(media[name])
+    again = Image.open(io.BytesIO(encode_like(decoded)))
+    original = Image.open(io.BytesIO(media[name]))
+    assert again.format == original.format and again.size == original.size
+    assert getattr(again, "n_frames", 1) == getattr(original, "n_frames", 1)
+
+
+def test_jpeg_quality_estimate_tracks_the_encoder() -> None:
+    for quality in (50, 75, 90):
+        image = Image.open(io.BytesIO(mf.jpeg(mf.calm_landscape(), quality=quality)))
+        estimate = estimate_jpeg_quality(image)
+        assert estimate is not None and abs(estimate - quality) <= 2
+
+
+def test_exif_orientation_survives_reencode() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° CW on display
+    out = io.BytesIO()
+    mf.vivid_chaos(300, 200).save(out, "JPEG", exif=exif.tobytes())
+    decoded = decode_full(out.getvalue())
+    again = Image.open(io.BytesIO(encode_like(decoded)))
+    assert again.getexif().get(0x0112) == 6 and again.size == (300, 200)
+
+
+def test_decompression_bomb_refused_from_header(media) -> None:
+    with pytest.raises(MediaError) as caught:
+        probe(media["bomb.png"])
+    assert caught.value.reason == "too-large"
+    with pytest.raises(MediaError):
+        frames_for_scoring(media["vivid.jpg"], limits=ImageLimits(max_pixels=1000))
+
+
+@pytest.mark.parametrize("name", ["truncated.jpg", "badcrc.png"])
+def test_corrupt_images_raise_media_error(media, name) -> None:
+    with pytest.raises(MediaError) as caught:
+        frames_for_scoring(media[name])
+    assert caught.value.reason == "corrupt"
+
+
+@pytest.mark.parametrize("payload", [b"", b"<html></html>", b"\xff\xd8\xff" + b"\x00" * 10])
+def test_garbage_raises_media_error(payload) -> None:
+    with pytest.raises(MediaError):
+        frames_for_scoring(payload)
+
+
+@pytest.mark.parametrize("name", ["vivid.jpg", "alpha.png", "anim.gif", "vivid.webp"])
+def test_placeholder_same_format_and_size(media, name) -> None:
+    info = probe(media[name])
+    made = Image.open(io.BytesIO(placeholder(info)))
+    assert made.format == Image.open(io.BytesIO(media[name])).format
+    assert made.size == (info.width, info.height)
+    assert np.asarray(made.convert("RGB"), dtype=np.float32).std(axis=(0, 1)).max() < 3
