@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import io
 
-import media_factory as mf
 import numpy as np
 import pytest
 from PIL import Image
 
+import media_factory as mf
 from moodgate.media import MediaError, MediaKind, claimed_kind, sniff
 from moodgate.media.image import (
     ImageLimits,
