@@ -103,3 +103,32 @@ def test_console_entry_point_help() -> None:
     assert result.returncode == 0
     for command in ("serve", "score", "log", "policy", "calm", "styles"):
         assert command in result.stdout
+
+
+def test_policy_explain_a_recorded_decision(tmp_path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: 1\nchildren:\n  mia:\n    users: [mia]\n    preset: under-8\n"
+        "default:\n  preset: teen\n"
+    )
+    store = DecisionStore(tmp_path / "decisions.sqlite", batch_interval=0.0)
+    store.start()
+    store.record(row(child="mia", action="block", valence=-0.6, arousal=0.5, rule="mia/scary",
+                     host="news.example"))
+    store.record(row(child="mia", outcome="error", error="corrupt: truncated", rule="mia/on_error"))
+    assert store.flush()
+    store.close()
+    runner = CliRunner()
+    scored = runner.invoke(main, ["policy", "explain", "--policy", str(policy), "--decision", "1",
+                                  "--state-dir", str(tmp_path)])
+    assert scored.exit_code == 0, scored.output
+    assert "scary" in scored.output and "mia" in scored.output
+    unscored = runner.invoke(main, ["policy", "explain", "--policy", str(policy),
+                                    "--decision", "2", "--state-dir", str(tmp_path)])
+    assert unscored.exit_code == 0
+    assert "was not scored: error (corrupt: truncated)" in unscored.output
+    missing = runner.invoke(main, ["policy", "explain", "--decision", "99",
+                                   "--state-dir", str(tmp_path)])
+    assert missing.exit_code != 0 and "no decision 99 is recorded" in missing.output
+    incomplete = runner.invoke(main, ["policy", "explain", "--child", "mia"])
+    assert incomplete.exit_code != 0 and "missing --valence, --arousal" in incomplete.output

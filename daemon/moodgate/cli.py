@@ -27,7 +27,7 @@ from moodgate.media import MediaError
 from moodgate.media.image import frames_for_scoring
 from moodgate.policy import PolicyError, load_policy
 from moodgate.policy.commands import policy_group
-from moodgate.record.store import recent_decisions
+from moodgate.record.store import decision_by_id, recent_decisions
 
 MODES = ("regular", "transparent", "wireguard")
 
@@ -38,8 +38,14 @@ def fail(message: str) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="moodgate")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """moodgate: a parental content filter that passes, calms or blocks images by their mood."""
+    ctx.obj = {"decision_lookup": _lookup_decision}
+
+
+def _lookup_decision(state_dir: Path | None, decision_id: int) -> dict[str, Any] | None:
+    return decision_by_id(load_settings(None, state_dir=state_dir).database, decision_id)
 
 
 def _settings(config: Path | None, **overrides: Any) -> Settings:

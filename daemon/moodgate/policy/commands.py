@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -18,6 +20,10 @@ from moodgate.policy.model import Policy
 @click.group("policy")
 def policy_group() -> None:
     """Check and explain parents' policy files."""
+
+
+# (state_dir or None for the configured one, decision id) → the recorded row, or None.
+DecisionLookup = Callable[[Path | None, int], Mapping[str, Any] | None]
 
 
 @policy_group.command("check")
@@ -71,10 +77,10 @@ def _parse_at(policy: Policy, text: str | None) -> datetime:
 
 
 @policy_group.command("explain")
-@click.option("--child", required=True, help="Child name, or 'default' / 'parents'.")
+@click.option("--child", help="Child name, or 'default' / 'parents'.")
 @click.option("--at", "at_text", help="Local time 'YYYY-MM-DD HH:MM' (default: now).")
-@click.option("--valence", type=click.FloatRange(-1, 1), required=True)
-@click.option("--arousal", type=click.FloatRange(-1, 1), required=True)
+@click.option("--valence", type=click.FloatRange(-1, 1))
+@click.option("--arousal", type=click.FloatRange(-1, 1))
 @click.option("--explicit", type=click.FloatRange(0, 1), default=None)
 @click.option("--host", default=None, help="The host the item came from.")
 @click.option(
@@ -84,25 +90,67 @@ def _parse_at(policy: Policy, text: str | None) -> datetime:
     default=None,
     help="Policy file (default: the embedded default policy).",
 )
+@click.option(
+    "--decision",
+    "decision_id",
+    type=int,
+    help="Explain a recorded decision instead (its id from `moodgate log`).",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the decision database is (with --decision).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
 def explain_command(
-    child: str,
+    ctx: click.Context,
+    child: str | None,
     at_text: str | None,
-    valence: float,
-    arousal: float,
+    valence: float | None,
+    arousal: float | None,
     explicit: float | None,
     host: str | None,
     policy_file: Path | None,
+    decision_id: int | None,
+    state_dir: Path | None,
     as_json: bool,
 ) -> None:
-    """Say which window and rule apply to an item and what happens to it."""
+    """Say which window and rule apply to an item and what happens to it.
+
+    Either describe an item (--child, --valence, --arousal, optionally --at and --host) or
+    name a recorded decision with --decision ID.
+    """
     try:
         policy = load_policy(policy_file) if policy_file else default_policy()
     except PolicyError as error:
         for problem in error.problems:
             click.echo(str(problem), err=True)
         raise SystemExit(1) from None
-    at = _parse_at(policy, at_text)
+    if decision_id is not None:
+        # The CLI layer hands over the lookup: the policy room never opens the database.
+        lookup: DecisionLookup | None = (ctx.obj or {}).get("decision_lookup")
+        record = lookup(state_dir, decision_id) if lookup else None
+        if record is None:
+            raise click.ClickException(f"no decision {decision_id} is recorded")
+        if record.get("valence") is None or record.get("arousal") is None:
+            click.echo(
+                f"Decision {decision_id} ({record['child']}, {record['host']}) was not scored: "
+                f"{record.get('outcome')} ({record.get('error') or 'no detail'}), so the rule "
+                f"{record['rule']} gave '{record['action']}'."
+            )
+            return
+        child, host = record["child"], record["host"]
+        valence, arousal, explicit = record["valence"], record["arousal"], record.get("explicit")
+        at = datetime.fromisoformat(record["time"])
+    else:
+        missing = [name for name, value in
+                   (("--child", child), ("--valence", valence), ("--arousal", arousal))
+                   if value is None]  # fmt: skip
+        if missing:
+            raise click.UsageError(f"missing {', '.join(missing)} (or give --decision ID)")
+        at = _parse_at(policy, at_text)
+    assert child is not None and valence is not None and arousal is not None
     try:
         result = explain_decision(policy, child, at, Emotion(valence, arousal, explicit), host)
     except KeyError:
