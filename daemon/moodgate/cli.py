@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -28,6 +29,7 @@ from moodgate.media.image import frames_for_scoring
 from moodgate.policy import PolicyError, load_policy
 from moodgate.policy.commands import policy_group
 from moodgate.record.store import decision_by_id, recent_decisions
+from moodgate.service_commands import install_service, reload_command, status_command
 
 MODES = ("regular", "transparent", "wireguard")
 
@@ -101,9 +103,39 @@ def serve(
             fail("the policy is invalid:\n" + "\n".join(str(p) for p in exc.problems))
         except OSError as exc:
             fail(f"cannot read the policy file: {exc}")
+    _startup_checks(settings, mitm_options)
     # mitmproxy's terminal log prints every record; it only needs the level.
     logging.getLogger().setLevel(logging.WARNING if quiet else logging.INFO)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     asyncio.run(_serve(config, settings, mitm_options))
+
+
+def _proxyauth(settings: Settings, mitm_options: tuple[str, ...]) -> str | None:
+    """The proxyauth in force: a `--set proxyauth=` wins over the config file's."""
+    for option in reversed(mitm_options):
+        name, _, value = option.partition("=")
+        if name.strip() == "proxyauth":
+            return value
+    return settings.proxyauth
+
+
+def _startup_checks(settings: Settings, mitm_options: tuple[str, ...]) -> None:
+    """Refuse to become an open proxy or to leave the CA key readable; one line each."""
+    from moodgate.security import ListenPolicy, SecretFiles, SecurityError
+
+    try:
+        ListenPolicy(settings.allow_public, _proxyauth(settings, mitm_options)).check(
+            settings.listen_host
+        )
+        # Everything the daemon creates from here on (CA key, database) is owner-only.
+        os.umask(0o077)
+        secrets = SecretFiles(settings.state_dir, settings.database)
+        secrets.prepare()
+        secrets.check()
+    except SecurityError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot prepare the state directory {settings.state_dir}: {exc}")
 
 
 async def _serve(config: Path | None, settings: Settings, mitm_options: tuple[str, ...]) -> None:
@@ -111,6 +143,7 @@ async def _serve(config: Path | None, settings: Settings, mitm_options: tuple[st
     from mitmproxy.tools.dump import DumpMaster
 
     from moodgate.addon import Moodgate
+    from moodgate.service import ServiceHooks
 
     confdir = settings.state_dir / "mitmproxy"
     confdir.mkdir(parents=True, exist_ok=True)
@@ -128,6 +161,8 @@ async def _serve(config: Path | None, settings: Settings, mitm_options: tuple[st
         "moodgate_scorer": settings.scorer,
         "moodgate_debug_headers": str(settings.debug_headers).lower(),
     }
+    if settings.proxyauth:
+        moodgate_options["proxyauth"] = settings.proxyauth
     try:
         # Deferred, so the addon is configured once, with these values, when it registers.
         opts.set(*(f"{k}={v}" for k, v in moodgate_options.items()), *mitm_options, defer=True)
@@ -140,8 +175,13 @@ async def _serve(config: Path | None, settings: Settings, mitm_options: tuple[st
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, master.shutdown)
     loop.add_signal_handler(signal.SIGTERM, master.shutdown)
-    loop.add_signal_handler(signal.SIGHUP, lambda: addon.engine and addon.engine.policy.reload())
+    hooks = ServiceHooks(addon, master, settings.mode, settings.state_dir)
+    master.addons.add(hooks)
+    loop.add_signal_handler(signal.SIGHUP, hooks.reload)
     await master.run()
+    if not hooks.was_ready:
+        # A non-zero exit, so systemd's Restart=on-failure and the shell both see it.
+        fail("moodgate stopped before it was ready; the reason is logged above")
 
 
 @main.command("score")
@@ -247,6 +287,9 @@ def log_command(
 
 
 main.add_command(policy_group)
+main.add_command(install_service)
+main.add_command(reload_command)
+main.add_command(status_command)
 main.add_command(calm_command)
 main.add_command(styles_group)
 
