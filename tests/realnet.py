@@ -20,6 +20,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import brotli
+import zstandard
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -35,7 +37,27 @@ class Route:
     status: int = 200
     delay: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
-    gzip: bool = False
+    encoding: str | None = None  # gzip | br | zstd
+
+
+def encode(body: bytes, encoding: str | None) -> bytes:
+    if encoding == "gzip":
+        return gzip.compress(body)
+    if encoding == "br":
+        return brotli.compress(body)
+    if encoding == "zstd":
+        return zstandard.ZstdCompressor().compress(body)
+    return body
+
+
+def decode(body: bytes, encoding: str | None) -> bytes:
+    if encoding == "gzip":
+        return gzip.decompress(body)
+    if encoding == "br":
+        return brotli.decompress(body)
+    if encoding == "zstd":
+        return zstandard.ZstdDecompressor().decompress(body, max_output_size=1 << 26)
+    return body
 
 
 def free_port() -> int:
@@ -95,12 +117,12 @@ class Origin:
                     return
                 if route.delay:
                     time.sleep(route.delay)
-                body = gzip.compress(route.body) if route.gzip else route.body
+                body = encode(route.body, route.encoding)
                 self.send_response(route.status)
                 self.send_header("Content-Type", route.content_type)
                 self.send_header("Content-Length", str(len(body)))
-                if route.gzip:
-                    self.send_header("Content-Encoding", "gzip")
+                if route.encoding:
+                    self.send_header("Content-Encoding", route.encoding)
                 for key, value in route.headers.items():
                     self.send_header(key, value)
                 self.end_headers()

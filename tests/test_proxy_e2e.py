@@ -3,7 +3,6 @@ images, a real client trusting the proxy's CA, and the rows in the real SQLite f
 
 from __future__ import annotations
 
-import gzip
 import io
 import sqlite3
 import time
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from realnet import Fetched, Origin, Proxy, Route
+from realnet import Fetched, Origin, Proxy, Route, decode
 
 POLICY = """\
 version: 1
@@ -46,11 +45,15 @@ CONTENT_TYPES = {".jpg": "image/jpeg", ".png": "image/png", ".gif": "image/gif",
                  ".webp": "image/webp"}
 
 
+ENCODINGS = ["gzip", "br", "zstd"]
+
+
 def routes_for(media: dict[str, bytes]) -> dict[str, Route]:
     routes = {
         f"/{name}": Route(body, CONTENT_TYPES[Path(name).suffix]) for name, body in media.items()
     }
-    routes["/gzipped.jpg"] = Route(media["vivid.jpg"], "image/jpeg", gzip=True)
+    for encoding in ENCODINGS:
+        routes[f"/{encoding}.jpg"] = Route(media["vivid.jpg"], "image/jpeg", encoding=encoding)
     routes["/html-as.jpg"] = Route(b"<!doctype html><title>not an image</title>" * 100,
                                    "image/jpeg")
     routes["/empty.jpg"] = Route(b"", "image/jpeg")
@@ -180,13 +183,19 @@ def test_arousing_image_is_blocked_with_same_size_placeholder(stack, media) -> N
     assert row["action"] == "block" and row["rule"] == "strictkid/lively"
 
 
-def test_content_encoding_and_sniffing(stack, media) -> None:
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_content_encodings(stack, media, encoding) -> None:
     proxy, origin, _ = stack
-    gz = fetch_as(proxy, "strictkid", origin.url("/gzipped.jpg"))
+    got = fetch_as(proxy, "strictkid", origin.url(f"/{encoding}.jpg"))
     # The placeholder goes back with the origin's Content-Encoding (urllib does not decode it).
-    assert gz.header("content-encoding") == "gzip"
-    assert image(gzip.decompress(gz.body)).format == "JPEG"
-    assert gz.header("x-moodgate").startswith("block;")
+    assert got.header("content-encoding") == encoding
+    assert got.header("x-moodgate").startswith("block;")
+    placeholder = image(decode(got.body, encoding))
+    assert placeholder.format == "JPEG" and placeholder.size == (640, 427)
+
+
+def test_sniffing_beats_content_type(stack, media) -> None:
+    proxy, origin, _ = stack
     sniffed = fetch_as(proxy, "strictkid", origin.url("/octet-stream"))
     assert sniffed.header("x-moodgate").startswith("block;")
     assert image(sniffed.body).size == image(media["vivid.jpg"]).size
