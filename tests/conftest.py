@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,16 @@ import media_factory
 from realnet import make_certificate
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """@pytest.mark.slow tests (the full soak, long fuzzing) run only with MOODGATE_SLOW=1."""
+    if os.environ.get("MOODGATE_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: set MOODGATE_SLOW=1 (or make soak / make fuzz)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

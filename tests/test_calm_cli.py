@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from moodgate.calm.commands import calm_command, styles_group
 from PIL import Image
+
+from moodgate.calm.commands import calm_command, styles_group
 
 
 def _busy(path: Path, seed: int, fmt: str, mode: str = "RGB") -> Path:

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from moodgate.calm import NEUTRAL_CALM, ColourStats, Style, StyleBank, StyleSelector
 from moodgate.calm.colour import lab_to_srgb, measure, srgb_to_lab
 from moodgate.calm.gaussian import barycenter, transport_map, wasserstein2
 from moodgate.calm.quality import ssim_luminance
 from moodgate.emotion.base import Emotion, VATarget
 from moodgate.emotion.heuristic import HeuristicScorer
-from PIL import Image
 
 
 def _image_file(path: Path, colour: tuple[int, int, int], fmt: str = "PNG") -> Path:

@@ -8,6 +8,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from click.testing import CliRunner
+
 from moodgate.emotion.base import Emotion
 from moodgate.policy import explain, load_policy
 from moodgate.policy.commands import policy_group

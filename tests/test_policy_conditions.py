@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from moodgate.emotion.base import Emotion, VATarget
 from moodgate.policy.conditions import parse_condition, parse_target
 

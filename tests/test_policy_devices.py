@@ -7,6 +7,7 @@ from pathlib import Path
 from textwrap import dedent
 
 import pytest
+
 from moodgate.policy import Client, PolicyError, parse_policy
 from moodgate.policy.devices import NeighbourTable, normalise_address, parse_neighbour_lines
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from textwrap import dedent
 
 import pytest
+
 from moodgate.emotion.base import Emotion, VATarget
 from moodgate.policy import (
     Action,

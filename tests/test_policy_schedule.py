@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from moodgate.policy import PolicyScheduler, parse_policy
 from moodgate.policy.schedule import TimeSpan, parse_days, parse_span
 

@@ -9,8 +9,9 @@ from typing import Any
 
 import jsonschema
 import pytest
-from moodgate.policy import PolicyError, parse_policy
 from ruamel.yaml import YAML
+
+from moodgate.policy import PolicyError, parse_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = ROOT / "policies" / "schema.json"

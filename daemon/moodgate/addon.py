@@ -36,8 +36,15 @@ OPTIONS: dict[str, tuple[type, Any, str]] = {
     "moodgate_precision": (str, "", "Model precision: fp32 or int8"),
     "moodgate_workers": (int, 0, "Scoring threads; 0: one per core"),
     "moodgate_deadline_ms": (int, 0, "Per-item decision deadline in ms; 0: the configured one"),
+    "moodgate_latency_budget_ms": (
+        int,
+        0,
+        "p95 added latency per image the slice choice aims for; 0: the configured one",
+    ),
+    "moodgate_video_deadline_ms": (int, 0, "Per-video/segment deadline in ms; 0: configured"),
     "moodgate_debug_headers": (bool, False, "Add an X-Moodgate header to inspected responses"),
     "moodgate_neighbours": (str, "", "Neighbour table file for MAC matching (tests)"),
+    "moodgate_review_listen": (str, "", "Review page HOST:PORT (LAN only); 'off' disables"),
 }
 _FIELD = {
     "moodgate_policy": "policy",
@@ -48,8 +55,11 @@ _FIELD = {
     "moodgate_precision": "precision",
     "moodgate_workers": "workers",
     "moodgate_deadline_ms": "deadline_ms",
+    "moodgate_latency_budget_ms": "latency_budget_ms",
+    "moodgate_video_deadline_ms": "video_deadline_ms",
     "moodgate_debug_headers": "debug_headers",
     "moodgate_neighbours": "neighbours",
+    "moodgate_review_listen": "review_listen",
 }
 
 
@@ -103,6 +113,31 @@ class Moodgate:
             self.engine.stop()
             self.engine = None
 
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        """Video too large to buffer (or of unknown size) is streamed through and passed."""
+        engine, response = self.engine, flow.response
+        if engine is None or response is None or response.status_code != 200:
+            return
+        claimed = claimed_kind(response.headers.get("content-type"))
+        if claimed is None or not claimed.is_video or flow.request.method == "HEAD":
+            return
+        client = _client(flow)
+        inspect = engine.profile(client).inspect
+        length = response.headers.get("content-length", "")
+        size = int(length) if length.isdigit() else None
+        if inspect.video and size is not None and size <= inspect.max_video_bytes:
+            return
+        response.stream = True
+        reason = "video-not-inspected" if not inspect.video else (
+            "too-large" if size is not None else "unknown-size")  # fmt: skip
+        verdict = engine.record_streamed(MediaResponse(
+            client=client, host=flow.request.pretty_host,
+            path=_path(flow, engine.settings.log_query_strings),
+            content_type=response.headers.get("content-type", ""), body=b"", claimed_kind=claimed,
+        ), reason)  # fmt: skip
+        if engine.settings.debug_headers:
+            response.headers["x-moodgate"] = debug_header(verdict)
+
     async def response(self, flow: http.HTTPFlow) -> None:
         engine, response = self.engine, flow.response
         if engine is None or response is None or flow.request.method == "HEAD":
@@ -115,8 +150,8 @@ class Moodgate:
         except ValueError:  # a Content-Encoding the origin got wrong
             body = b""
         kind = sniff(body[:SNIFF_BYTES])
-        if not (kind and kind.is_image) and not (claimed and claimed.is_image):
-            return  # video is not inspected yet; everything else is not media
+        if not _is_media(kind) and not _is_media(claimed):
+            return  # playlists, manifests, pages: not media
         verdict = await engine.judge(
             MediaResponse(
                 client=_client(flow),
@@ -128,6 +163,10 @@ class Moodgate:
             )
         )
         _apply(flow, verdict, engine.settings.debug_headers)
+
+
+def _is_media(kind: MediaKind | None) -> bool:
+    return kind is not None and (kind.is_image or kind.is_video)
 
 
 def _client(flow: http.HTTPFlow) -> Client:
@@ -147,10 +186,13 @@ def _apply(flow: http.HTTPFlow, verdict: Verdict, debug_headers: bool) -> None:
     if verdict.body is not None:
         response.content = verdict.body
         kind: MediaKind | None = verdict.kind
-        if kind is not None:
+        if kind is not None and kind.is_image:  # video keeps its type (video/iso.segment …)
             response.headers["content-type"] = kind.mime
         for header in ("etag", "last-modified", "content-md5", "digest"):
             response.headers.pop(header, None)
+        if kind is not None and kind.is_video:
+            # Ranges of the original would not fit the rewritten file.
+            response.headers["accept-ranges"] = "none"
         # A calmed or blocked copy is for this child now; never let a cache replay it.
         response.headers["cache-control"] = "no-store"
     elif verdict.action is Action.BLOCK:

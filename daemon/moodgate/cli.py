@@ -29,6 +29,8 @@ from moodgate.media.image import frames_for_scoring
 from moodgate.policy import PolicyError, load_policy
 from moodgate.policy.commands import policy_group
 from moodgate.record.store import decision_by_id, recent_decisions
+from moodgate.review.commands import learn_command, review_group
+from moodgate.runtime.commands import calibrate_command
 from moodgate.service_commands import install_service, reload_command, status_command
 
 MODES = ("regular", "transparent", "wireguard")
@@ -292,6 +294,9 @@ main.add_command(reload_command)
 main.add_command(status_command)
 main.add_command(calm_command)
 main.add_command(styles_group)
+main.add_command(review_group)
+main.add_command(learn_command)
+main.add_command(calibrate_command)
 
 
 if __name__ == "__main__":

@@ -40,12 +40,26 @@ class Settings:
     precision: str = "fp32"
     workers: int = 0  # 0: one per CPU core
     deadline_ms: int = 3000
+    # Video: a whole segment or file is decoded, scored and maybe re-encoded (docs/video.md).
+    video_deadline_ms: int = 10000
+    video_sample_fps: float = 1.0  # at most this many scored frames per second of video
+    video_max_frames: int = 32  # per file or segment
+    video_hold_segments: int = 2  # hysteresis: milder segments before a stream relaxes
+    # p95 added latency per image the slice choice aims for (runtime.py); a router's default.
+    latency_budget_ms: float = 150.0
     debug_headers: bool = False
     retention_days: float = 30.0
     log_query_strings: bool = False
     cache_entries: int = 4096
     max_image_bytes: int = 32 * 1024 * 1024
     neighbours: Path | None = None  # the kernel neighbour table; None: /proc/net/arp
+    # The parents' review page (LAN only); empty or "off" disables it.
+    review_listen: str | None = "127.0.0.1:8081"
+    review_thumbnails: bool = True  # keep ≤128 px thumbnails of calmed and blocked items
+    # Listening on a public address needs both (see security.py); proxyauth is mitmproxy's
+    # option ("@/etc/moodgate/htpasswd", "user:pass"), and its user name picks the child.
+    allow_public: bool = False
+    proxyauth: str | None = None
 
     @property
     def database(self) -> Path:

@@ -15,11 +15,15 @@ from datetime import datetime
 
 from moodgate.calm import Calmer, StyleBank
 from moodgate.config import Settings
-from moodgate.emotion.registry import create_scorer
 from moodgate.media import MediaKind
+from moodgate.media.video import Sampling
 from moodgate.pipeline import ImagePipeline, ScoreCache, Verdict
-from moodgate.policy import Client, Policy, PolicyScheduler, PolicyWatcher, Profile
+from moodgate.policy import Action, Client, Policy, PolicyScheduler, PolicyWatcher, Profile
 from moodgate.record.store import DecisionRow, DecisionStore
+from moodgate.review.service import ReviewService
+from moodgate.runtime import AdaptiveScorer, build_scorer
+from moodgate.service import kv_line
+from moodgate.video_pipeline import VideoPipeline, VideoRequest, VideoSettings, VideoVerdict
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +43,16 @@ class MediaResponse:
 class Engine:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.scorer = create_scorer(
-            settings.scorer, settings.model_dir, settings.model_width, settings.precision
-        )
+        # Adaptive over every slice when the model is there (runtime/); in_flight is read
+        # when a worker picks a slice, so it needs the engine's live counter.
+        self.scorer = build_scorer(settings, in_flight=lambda: self.in_flight)
+        self.adaptive = self.scorer if isinstance(self.scorer, AdaptiveScorer) else None
         self.pipeline = ImagePipeline(
             self.scorer,
             Calmer(self.scorer, StyleBank.default()),
             cache=ScoreCache(settings.cache_entries),
         )
+        self.video = VideoPipeline(self.scorer, self.pipeline.calmer, video_settings(settings))
         self.scheduler = PolicyScheduler()
         self.policy = PolicyWatcher(
             settings.policy,
@@ -55,14 +61,20 @@ class Engine:
             neighbours=settings.neighbours,
         )
         self.store = DecisionStore(settings.database)
+        # Learnt rule adjustments, thumbnails and the parents' review page.
+        self.review = ReviewService(settings, lambda: self.policy.current)
         self.executor = ThreadPoolExecutor(settings.worker_count, thread_name_prefix="moodgate")
         self.in_flight = 0
+        self.decided = 0
+        # "auto" that ended up heuristic means the model was missing or corrupt: flag it.
+        self.scorer_fallback = settings.scorer == "auto" and self.scorer.name == "heuristic"
 
     def start(self) -> None:
         self.store.start()
         self.policy.start()
         self.scheduler.set_policy(self.policy.current)
         self.scheduler.add_nightly("retention-purge", self.purge)
+        self.review.start(self.scheduler)
         self.scheduler.start()
         log.info(
             "moodgate ready: scorer=%s width=%s precision=%s policy=%s db=%s",
@@ -81,6 +93,7 @@ class Engine:
         return removed
 
     def stop(self) -> None:
+        self.review.stop()
         self.scheduler.shutdown()
         self.policy.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -88,10 +101,22 @@ class Engine:
 
     def profile(self, client: Client) -> Profile:
         policy: Policy = self.policy.current
-        return policy.profile_for(client, datetime.now().astimezone())
+        return self.review.adjust(policy.profile_for(client, datetime.now().astimezone()))
+
+    def _work(
+        self, body: bytes, profile: Profile, host: str, claimed: MediaKind | None
+    ) -> Verdict:
+        """In a worker: judge, and tell the adaptive scorer how long a scored item took."""
+        start = time.perf_counter()
+        verdict = self.pipeline.judge(body, profile, host, claimed)
+        if self.adaptive is not None:
+            self.adaptive.observe(verdict, (time.perf_counter() - start) * 1000.0)
+        return verdict
 
     async def judge(self, response: MediaResponse) -> Verdict:
         """The verdict for one body, within the deadline; recorded before returning."""
+        if VideoPipeline.kind_of(response.body, response.claimed_kind) is not None:
+            return await self.judge_video(response)
         start = time.perf_counter()
         profile = self.profile(response.client)
         loop = asyncio.get_running_loop()
@@ -99,7 +124,7 @@ class Engine:
         try:
             future = loop.run_in_executor(
                 self.executor,
-                self.pipeline.judge,
+                self._work,
                 response.body,
                 profile,
                 response.host,
@@ -118,15 +143,77 @@ class Engine:
             )
         finally:
             self.in_flight -= 1
-        self.record(response, profile, verdict, (time.perf_counter() - start) * 1000.0)
+        uid = self.review.keep(response.body, verdict)
+        self.record(response, profile, verdict, (time.perf_counter() - start) * 1000.0, uid)
+        return verdict
+
+    async def judge_video(self, response: MediaResponse) -> Verdict:
+        """Video has its own, longer budget; the worker also stops itself when it is spent."""
+        start = time.perf_counter()
+        profile = self.profile(response.client)
+        client = f"{response.client.address}/{response.client.user or ''}"
+        request = VideoRequest(response.body, client, response.host, response.path,
+                               response.claimed_kind)
+        budget = self.settings.video_deadline_ms / 1000.0
+        loop = asyncio.get_running_loop()
+        self.in_flight += 1
+        try:
+            future = loop.run_in_executor(self.executor, self.video.judge, request, profile,
+                                          budget)
+            verdict: Verdict = await asyncio.wait_for(future, budget + 0.5)
+        except TimeoutError:
+            verdict = await self._video_fallback(
+                profile, "timeout", f"no decision within {self.settings.video_deadline_ms} ms",
+                request,
+            )  # fmt: skip
+        except Exception as exc:  # a bug in a stage must not break the family's internet
+            log.exception("video pipeline failed for %s", response.host)
+            verdict = await self._video_fallback(profile, "error", f"internal: {exc}", request)
+        finally:
+            self.in_flight -= 1
+        uid = self.review.keep(response.body, verdict)
+        self.record(response, profile, verdict, (time.perf_counter() - start) * 1000.0, uid)
+        return verdict
+
+    async def _video_fallback(
+        self, profile: Profile, outcome: str, error: str, request: VideoRequest
+    ) -> Verdict:
+        """on_timeout / on_error; a blocking fallback builds its placeholder off the loop."""
+        kind = VideoPipeline.kind_of(request.body, request.claimed_kind)
+        loop = asyncio.get_running_loop()
+        try:
+            future = loop.run_in_executor(self.executor, self.video.fallback, profile, outcome,
+                                          error, kind, request)
+            return await asyncio.wait_for(future, 3.0)
+        except Exception:  # no placeholder in time: the same action without one (403 or pass)
+            return self.video.fallback(profile, outcome, error, kind)
+
+    def record_streamed(self, response: MediaResponse, reason: str) -> Verdict:
+        """A video too large (or of unknown size) to buffer: streamed through and passed."""
+        profile = self.profile(response.client)
+        verdict = VideoVerdict(Action.PASS, f"{profile.child}/{reason}", "streamed",
+                               kind=response.claimed_kind)
+        self.record(response, profile, verdict, 0.0)
         return verdict
 
     def record(
-        self, response: MediaResponse, profile: Profile, verdict: Verdict, ms: float
+        self,
+        response: MediaResponse,
+        profile: Profile,
+        verdict: Verdict,
+        ms: float,
+        uid: str | None = None,
     ) -> None:
-        info = verdict.info
+        info = verdict.info or (verdict.video if isinstance(verdict, VideoVerdict) else None)
         emotion, after = verdict.emotion, verdict.after
         kind = verdict.kind or response.claimed_kind
+        self.decided += 1
+        # One key=value line per decision for the journal; the path stays in the database.
+        log.info(kv_line(
+            "decision", child=profile.child, action=verdict.action.value, rule=verdict.rule,
+            outcome=verdict.outcome, host=response.host, kind=kind.value if kind else None,
+            ms=round(ms, 1),
+        ))  # fmt: skip
         self.store.record(
             DecisionRow(
                 client=response.client.address,
@@ -154,5 +241,11 @@ class Engine:
                 after_valence=after.valence if after else None,
                 after_arousal=after.arousal if after else None,
                 ms=round(ms, 2),
+                uid=uid,
             )
         )
+
+
+def video_settings(settings: Settings) -> VideoSettings:
+    sampling = Sampling(fps=settings.video_sample_fps, max_frames=settings.video_max_frames)
+    return VideoSettings(sampling=sampling, hold_segments=settings.video_hold_segments)

@@ -168,13 +168,17 @@ class ImagePipeline:
 
     def _score(self, data: bytes) -> tuple[_Scored, str]:
         key = hashlib.blake2b(data, digest_size=16).digest()
+        # An adaptive scorer (runtime/) names the slice for this item up front, so the slice
+        # recorded is the one that scored, whatever the load switches to meanwhile.
+        pick = getattr(self.scorer, "pick", None)
+        scorer: Scorer = pick() if pick is not None else self.scorer
         cached = self.cache.get(key)
-        if cached is not None:
+        # A score from a narrower slice (taken under load) is redone once a wider one runs.
+        if cached is not None and cached.model_width >= scorer.width:
             return cached, "cached"
         info, frames = frames_for_scoring(
-            data, size=self.scorer.input_size, limits=self.limits, max_frames=self.max_frames
+            data, size=scorer.input_size, limits=self.limits, max_frames=self.max_frames
         )
-        scorer = self.scorer
         entry = _Scored(info, score(scorer, frames), scorer.name, scorer.width, scorer.precision)
         self.cache.put(key, entry)
         return entry, "scored"

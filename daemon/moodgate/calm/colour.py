@@ -23,6 +23,7 @@ _RGB_TO_XYZ = np.array(
 _XYZ_TO_RGB = np.linalg.inv(_RGB_TO_XYZ)
 _EPS = 216.0 / 24389.0
 _KAPPA = 24389.0 / 27.0
+_MAX_PIXELS = 16_384
 
 
 def _linearise(srgb: np.ndarray) -> np.ndarray:
@@ -136,8 +137,8 @@ def measure(frames: Sequence[np.ndarray]) -> ColourStats:
     if not pixels:
         raise ValueError("no frames to measure")
     srgb = np.concatenate(pixels).astype(np.float64) / 255.0
-    if len(srgb) > 65_536:  # statistics converge long before this; keep it cheap
-        srgb = srgb[:: len(srgb) // 65_536 + 1]
+    if len(srgb) > _MAX_PIXELS:  # means and covariances converge long before this
+        srgb = srgb[:: len(srgb) // _MAX_PIXELS + 1]
     lab = srgb_to_lab(srgb)
     luma = srgb @ np.array([0.2126, 0.7152, 0.0722])
     saturation = hsv_saturation(srgb)

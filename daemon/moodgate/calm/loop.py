@@ -116,7 +116,7 @@ class Calmer:
         if before is None:
             before = score(self.scorer, [_flatten(t) for t in thumbs])
         blend = self.selector.blend(image_stats, target, self.styles.styles)
-        transform = CalmTransform(image_stats, blend.stats, self.settings)
+        transform = CalmTransform(image_stats, blend.stats, self.settings.for_target(target))
 
         if strength is not None:
             alpha = float(np.clip(strength, 0.0, 1.0))

@@ -56,6 +56,7 @@ class DecisionRow:
     after_valence: float | None = None
     after_arousal: float | None = None
     ms: float = 0.0
+    uid: str | None = None  # links thumbnails and labels to the row before it has an id
 
 
 _COLUMNS: dict[str, Any] = {
@@ -64,7 +65,16 @@ _COLUMNS: dict[str, Any] = {
     "valence": float, "arousal": float, "explicit": float, "action": str, "rule": str,
     "outcome": str, "error": str, "scorer": str, "model_width": float, "precision": str,
     "window": str, "calm_alpha": float, "calm_reached": int, "after_valence": float,
-    "after_arousal": float, "ms": float,
+    "after_arousal": float, "ms": float, "uid": str,
+}  # fmt: skip
+
+LABELS = "labels"
+# A label keeps a copy of the scores it was given on, so it outlives the decision's retention.
+_LABEL_COLUMNS: dict[str, Any] = {
+    "id": int, "time": str, "child": str, "decision_id": int, "decision_uid": str,
+    "decision_time": str, "label": str, "rating_valence": float, "rating_arousal": float,
+    "valence": float, "arousal": float, "explicit": float, "action": str, "rule": str,
+    "host": str, "window": str,
 }  # fmt: skip
 
 
@@ -79,6 +89,14 @@ def open_database(path: Path) -> sqlite_utils.Database:
         db[TABLE].create(_COLUMNS, pk="id")
         db[TABLE].create_index(["time"])
         db[TABLE].create_index(["child", "time"])
+    try:
+        if "uid" not in db[TABLE].columns_dict:  # a database from before uids
+            db[TABLE].add_column("uid", str)
+        if LABELS not in db.table_names():
+            db[LABELS].create(_LABEL_COLUMNS, pk="id", if_not_exists=True)
+            db[LABELS].create_index(["child", "id"], if_not_exists=True)
+    except sqlite3.OperationalError:  # another connection migrated it at the same moment
+        pass
     return db
 
 
@@ -184,8 +202,11 @@ class DecisionStore:
         if self.last_error:
             log.warning("decision store recovered; wrote %d buffered rows", len(batch))
             self.last_error = None
+        written = {id(row) for row in batch}
         with self._lock:
-            for _ in range(min(len(batch), len(self._pending))):
+            # record() may have dropped the oldest rows while we wrote: remove exactly the
+            # rows of this batch, never newer ones that were not written yet.
+            while self._pending and id(self._pending[0]) in written:
                 self._pending.popleft()
             if not self._pending:
                 self._idle.set()
@@ -259,6 +280,29 @@ def purge_older_than(path: Path, days: float) -> int:
         with db.conn:
             cursor = db.execute(f"DELETE FROM {TABLE} WHERE time < ?", [cutoff])
         return cursor.rowcount
+    finally:
+        db.conn.close()
+
+
+def add_label(path: Path, label: dict[str, Any]) -> int:
+    """Store a parent's label (see _LABEL_COLUMNS); returns its id."""
+    db = open_database(path)
+    try:
+        with db.conn:
+            record = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), **label}
+            return int(db[LABELS].insert(record).last_pk or 0)
+    finally:
+        db.conn.close()
+
+
+def read_labels(path: Path, child: str | None = None) -> list[dict[str, Any]]:
+    """Oldest first."""
+    if not path.exists():
+        return []
+    db = open_database(path)
+    try:
+        where, params = ("child = ?", [child]) if child else (None, [])
+        return list(db[LABELS].rows_where(where, params, order_by="id"))
     finally:
         db.conn.close()
 

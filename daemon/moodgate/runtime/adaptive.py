@@ -1,0 +1,82 @@
+"""A Scorer that hands each item to the slice the selector picks; all slices stay loaded.
+
+The pipeline asks `pick()` for the slice that will score one item and records that slice's
+name, width and precision, so a switch between picking and recording cannot mislabel a
+decision. Everything else (the calm loop, the CLI) just calls `score_frames`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from moodgate.emotion.base import Emotion, Scorer
+from moodgate.runtime.calibration import SliceKey
+from moodgate.runtime.selector import SliceSelector
+
+if TYPE_CHECKING:
+    from moodgate.pipeline import Verdict
+
+
+class AdaptiveScorer:
+    """Implements the Scorer protocol; its name/width/precision are those of the current slice."""
+
+    def __init__(
+        self,
+        slices: Mapping[SliceKey, Scorer],
+        selector: SliceSelector,
+        in_flight: Callable[[], int] = lambda: 0,
+    ) -> None:
+        missing = [rung.label for rung in selector.ladder if rung.key not in slices]
+        if missing:
+            raise ValueError(f"no loaded scorer for slice(s) {', '.join(missing)}")
+        self.slices = dict(slices)
+        self.selector = selector
+        self.in_flight = in_flight
+        self._lock = threading.Lock()
+
+    @property
+    def current(self) -> Scorer:
+        return self.slices[self.selector.current.key]
+
+    @property
+    def name(self) -> str:
+        return self.current.name
+
+    @property
+    def width(self) -> float:
+        return self.current.width
+
+    @property
+    def precision(self) -> str:
+        return self.current.precision
+
+    @property
+    def input_size(self) -> int:
+        return self.current.input_size
+
+    def pick(self) -> Scorer:
+        """The slice for the next item, chosen from the load right now."""
+        with self._lock:
+            rung = self.selector.update(self.in_flight())
+        return self.slices[rung.key]
+
+    def score_frames(self, frames: Sequence[np.ndarray]) -> list[Emotion]:
+        return self.pick().score_frames(frames)
+
+    def observe(self, verdict: Verdict, service_ms: float) -> None:
+        """Feed back one item's worker time; only plain scorings say how fast a slice is
+        (a cache hit costs nothing, a calmed item costs the calm loop)."""
+        if verdict.outcome != "scored" or verdict.calm_alpha is not None:
+            return
+        if verdict.model_width is None or verdict.precision is None:
+            return
+        with self._lock:
+            self.selector.observe((verdict.model_width, verdict.precision), service_ms)
+
+    def state(self) -> dict[str, Any]:
+        with self._lock:
+            return self.selector.state()

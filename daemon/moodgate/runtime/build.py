@@ -1,0 +1,124 @@
+"""Build the scorer the engine runs: adaptive over every slice when the model is there and no
+width is pinned, else the plain registry choice (a pinned slice, the heuristic, a custom class)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from moodgate.config import Settings
+from moodgate.emotion.base import Scorer
+from moodgate.emotion.heuristic import HeuristicScorer
+from moodgate.emotion.registry import ScorerUnavailable, create_scorer, default_model_dir
+from moodgate.runtime.adaptive import AdaptiveScorer
+from moodgate.runtime.calibration import (
+    CalibrationCache,
+    CalibrationTable,
+    Calibrator,
+    MachineIdentity,
+    SliceKey,
+    calibrate,
+    manifest_entries,
+    ordered_keys,
+)
+from moodgate.runtime.selector import SliceSelector, build_ladder
+
+log = logging.getLogger(__name__)
+
+# Parallelism comes from the engine's worker threads, one item each; a session using more
+# threads would only fight them for the same cores.
+SESSION_THREADS = 1
+
+SliceLoader = Callable[[Path, float, str, int], Scorer]
+
+
+def load_nested_slice(model_dir: Path, width: float, precision: str, threads: int) -> Scorer:
+    from moodgate.emotion.nested import load_scorer
+
+    return load_scorer(model_dir, width=width, precision=precision, intra_op_threads=threads)
+
+
+def read_manifest(model_dir: Path) -> dict[str, Any]:
+    data = json.loads((model_dir / "manifest.json").read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or not data.get("slices"):
+        raise ValueError(f"{model_dir / 'manifest.json'} lists no slices")
+    return data
+
+
+@dataclass
+class SliceSet:
+    """Every slice of the model, loaded, with its manifest entry and the calibration."""
+
+    scorers: dict[SliceKey, Scorer]
+    entries: dict[SliceKey, Mapping[str, Any]]
+    table: CalibrationTable
+    measured_now: bool
+
+
+def load_slices(
+    settings: Settings,
+    loader: SliceLoader | None = None,
+    calibrator: Calibrator | None = None,
+    force: bool = False,
+    threads: int = SESSION_THREADS,
+) -> SliceSet:
+    loader = loader or load_nested_slice
+    model_dir = settings.model_dir or default_model_dir()
+    entries = manifest_entries(read_manifest(model_dir))
+    keys = ordered_keys(list(entries))
+    scorers = {key: loader(model_dir, key[0], key[1], threads) for key in keys}
+    identity = MachineIdentity.detect(model_dir / "manifest.json", threads)
+    table, measured = calibrate(
+        CalibrationCache(settings.state_dir), identity, scorers, entries, calibrator, force
+    )
+    return SliceSet(scorers, entries, table, measured)
+
+
+def adaptive_scorer(
+    slices: SliceSet,
+    settings: Settings,
+    in_flight: Callable[[], int] = lambda: 0,
+    clock: Callable[[], float] | None = None,
+) -> AdaptiveScorer:
+    ladder = build_ladder(slices.table.slices)
+    extra = {"clock": clock} if clock is not None else {}
+    selector = SliceSelector(ladder, settings.latency_budget_ms, settings.worker_count, **extra)
+    kept = {rung.key: slices.scorers[rung.key] for rung in ladder}
+    return AdaptiveScorer(kept, selector, in_flight)
+
+
+def wants_adaptive(settings: Settings) -> bool:
+    return settings.scorer in ("auto", "nested") and settings.model_width is None
+
+
+def build_scorer(
+    settings: Settings,
+    in_flight: Callable[[], int] = lambda: 0,
+    loader: SliceLoader | None = None,
+) -> Scorer:
+    """The engine's scorer. `auto` without a usable model falls back to the heuristic."""
+    model_dir = settings.model_dir or default_model_dir()
+    if not wants_adaptive(settings) or not (model_dir / "manifest.json").exists():
+        return create_scorer(
+            settings.scorer, settings.model_dir, settings.model_width, settings.precision
+        )
+    try:
+        slices = load_slices(settings, loader)
+    except Exception as exc:
+        if settings.scorer == "nested":
+            raise ScorerUnavailable(f"cannot load the model from {model_dir}: {exc}") from exc
+        log.warning("model unavailable (%s); falling back to the hand-crafted scorer", exc)
+        return HeuristicScorer()
+    scorer = adaptive_scorer(slices, settings, in_flight)
+    state = scorer.state()
+    log.info(
+        "slice %s chosen for a %g ms budget (%s); ladder %s",
+        state["chosen"], settings.latency_budget_ms,
+        "calibrated now" if slices.measured_now else "cached calibration",
+        " > ".join(state["ladder"]),  # type: ignore[arg-type]
+    )  # fmt: skip
+    return scorer

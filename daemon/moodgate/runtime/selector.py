@@ -1,0 +1,178 @@
+"""Which slice scores the next item: the widest that keeps added latency inside the budget.
+
+Pure logic (no threads, no model): a ladder of slices from the calibration table, the queue
+depth, the rate items start and their observed service times in; a rung out. The clock is
+injected so tests can drive minutes of load in microseconds.
+
+Two signals, both scaled from the calibration by how much slower items really are here (decode
+and contention with the proxy and other processes: an EWMA of observed / calibrated time):
+- latency: an item joining the queue now waits `p95 × (1 + queued / workers)`;
+- utilisation: items started per second × mean service time / workers. Past 1 the queue only
+  grows, so a rung is left before that, and a wider rung is only tried again when it would
+  run well below it.
+Stepping down happens at once, as far as needed; stepping back up needs the wider rung to fit
+for `hold_s`, one rung at a time. The gap between `down_util` and `up_util` is the hysteresis
+that stops the choice flapping at a load the wider rung can only just carry.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from moodgate.runtime.calibration import SliceKey, SliceTiming, slice_label
+
+
+@dataclass(frozen=True)
+class Rung:
+    key: SliceKey
+    p50_ms: float
+    p95_ms: float
+
+    @property
+    def label(self) -> str:
+        return slice_label(self.key)
+
+
+def build_ladder(timings: Sequence[SliceTiming], cheaper_by: float = 0.9) -> list[Rung]:
+    """Widest first, fp32 before int8 at a width; a slice is a rung only if it is clearly
+    cheaper than the rung above (an int8 slice that measures no faster is no step down)."""
+    ordered = sorted(timings, key=lambda t: (-t.width, t.precision != "fp32", t.p50_ms))
+    ladder: list[Rung] = []
+    for timing in ordered:
+        if ladder and timing.p50_ms > ladder[-1].p50_ms * cheaper_by:
+            continue
+        ladder.append(Rung(timing.key, timing.p50_ms, timing.p95_ms))
+    return ladder
+
+
+def initial_rung(ladder: Sequence[Rung], budget_ms: float) -> int:
+    """The widest rung whose calibrated p95 fits the budget; the cheapest when none does."""
+    for index, rung in enumerate(ladder):
+        if rung.p95_ms <= budget_ms:
+            return index
+    return len(ladder) - 1
+
+
+@dataclass(frozen=True)
+class Switch:
+    at: float
+    rung: str
+    reason: str
+    predicted_ms: float
+    in_flight: int
+
+
+class SliceSelector:
+    def __init__(
+        self,
+        ladder: Sequence[Rung],
+        budget_ms: float,
+        workers: int,
+        clock: Callable[[], float] = time.monotonic,
+        alpha: float = 0.2,
+        down_util: float = 0.9,
+        up_util: float = 0.65,
+        hold_s: float = 2.0,
+        rate_window_s: float = 2.0,
+    ) -> None:
+        if not ladder:
+            raise ValueError("a selector needs at least one slice")
+        self.ladder = list(ladder)
+        self.budget_ms = budget_ms
+        self.workers = max(1, workers)
+        self.clock = clock
+        self.alpha = alpha
+        self.down_util = down_util
+        self.up_util = up_util
+        self.hold_s = hold_s
+        self.rate_window_s = rate_window_s
+        self.base = initial_rung(self.ladder, budget_ms)
+        self.level = self.base
+        self.slowdown = 1.0  # observed service / calibrated median
+        self.switches: deque[Switch] = deque(maxlen=64)
+        self._index = {rung.key: i for i, rung in enumerate(self.ladder)}
+        self._starts: deque[float] = deque(maxlen=4096)
+        self._calm_since: float | None = None
+        self._last_switch = clock()
+
+    @property
+    def current(self) -> Rung:
+        return self.ladder[self.level]
+
+    @property
+    def chosen(self) -> Rung:
+        """The rung picked for an idle machine from the calibration alone."""
+        return self.ladder[self.base]
+
+    def observe(self, key: SliceKey, service_ms: float) -> None:
+        """One scored item's worker time (decode + score + act) on the slice that scored it."""
+        index = self._index.get(key)
+        if index is None or service_ms <= 0:
+            return
+        ratio = service_ms / max(self.ladder[index].p50_ms, 1e-3)
+        ratio = min(max(ratio, 0.25), 10.0)  # one stalled item must not swing everything
+        self.slowdown += self.alpha * (ratio - self.slowdown)
+
+    def predicted_ms(self, level: int, in_flight: int) -> float:
+        """p95 added latency for an item that joins the queue now, were `level` scoring it."""
+        service = self.slowdown * self.ladder[level].p95_ms
+        queued = max(0, in_flight - self.workers)
+        return service * (1.0 + queued / self.workers)
+
+    def rate(self) -> float:
+        """Items started per second over the last window."""
+        return len(self._starts) / self.rate_window_s
+
+    def utilisation(self, level: int) -> float:
+        service_s = self.slowdown * self.ladder[level].p50_ms / 1000.0
+        return self.rate() * service_s / self.workers
+
+    def _fits(self, level: int, in_flight: int, utilisation: float) -> bool:
+        return (
+            self.predicted_ms(level, in_flight) <= self.budget_ms
+            and self.utilisation(level) <= utilisation
+        )
+
+    def update(self, in_flight: int) -> Rung:
+        """Called as a worker starts an item; returns the rung that scores it."""
+        now = self.clock()
+        self._starts.append(now)
+        while self._starts and self._starts[0] < now - self.rate_window_s:
+            self._starts.popleft()
+        last = len(self.ladder) - 1
+        if self.level < last and not self._fits(self.level, in_flight, self.down_util):
+            target = self.level + 1
+            while target < last and not self._fits(target, in_flight, self.down_util):
+                target += 1
+            self._switch(target, "down", now, in_flight)
+            return self.current
+        wider = self.level - 1
+        if wider >= self.base and self._fits(wider, in_flight, self.up_util):
+            if self._calm_since is None:
+                self._calm_since = now
+            if now - self._calm_since >= self.hold_s and now - self._last_switch >= self.hold_s:
+                self._switch(wider, "up", now, in_flight)
+        else:
+            self._calm_since = None
+        return self.current
+
+    def _switch(self, level: int, reason: str, now: float, in_flight: int) -> None:
+        self.level = level
+        self._last_switch = now
+        self._calm_since = None
+        predicted = round(self.predicted_ms(level, in_flight), 2)
+        self.switches.append(Switch(now, self.current.label, reason, predicted, in_flight))
+
+    def state(self) -> dict[str, object]:
+        return {
+            "current": self.current.label,
+            "chosen": self.chosen.label,
+            "budget_ms": self.budget_ms,
+            "slowdown": round(self.slowdown, 3),
+            "rate_per_s": round(self.rate(), 2),
+            "switches": len(self.switches),
+            "ladder": [rung.label for rung in self.ladder],
+        }

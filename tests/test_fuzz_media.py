@@ -1,0 +1,383 @@
+"""Hypothesis fuzzing of the media decoders and the pipelines with mutated real media.
+
+Every mutated body must end in a clean result: the decoders return or raise MediaError, the
+pipelines return a verdict (never raise), an "error" verdict carries the policy's on_error
+action, every item finishes within a time limit, and decompression bombs are refused from
+their headers without allocating their pixels.
+
+Budget: MOODGATE_FUZZ_SECONDS (default 60, split over the formats); `make fuzz` runs 600.
+Per-item limit: MOODGATE_FUZZ_ITEM_SECONDS (default 10; two shared cores in CI).
+Failing inputs are saved under test-artifacts/fuzz/ for replay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+import media_factory as mf
+from moodgate.emotion.heuristic import HeuristicScorer
+from moodgate.media import MediaError
+from moodgate.media.image import ImageLimits, decode_full, frames_for_scoring, probe
+from moodgate.pipeline import ImagePipeline
+from moodgate.policy import Action, Client, Profile, parse_policy
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts" / "fuzz"
+BUDGET = float(os.environ.get("MOODGATE_FUZZ_SECONDS", "60"))
+ITEM_LIMIT = float(os.environ.get("MOODGATE_FUZZ_ITEM_SECONDS", "10"))
+HAS_VIDEO = importlib.util.find_spec("moodgate.media.video") is not None
+
+# Everything lively is calmed (decode → calm → re-encode is fuzzed too); "strict" blocks
+# what cannot be read, "lenient" passes it.
+POLICY = """\
+version: 1
+children:
+  strict:
+    users: [strict]
+    preset: none
+    on_error: block
+    on_timeout: block
+    rules:
+      - {name: lively, when: "arousal > -0.5", action: calm, target: "arousal <= -0.9",
+         if_unreached: block}
+  lenient:
+    users: [lenient]
+    preset: none
+    on_error: pass
+    rules:
+      - {name: lively, when: "arousal > -0.5", action: calm, target: "arousal <= -0.2"}
+default:
+  preset: none
+"""
+OUTCOMES = {"scored", "cached", "skipped", "error", "host-list"}
+
+
+def profiles() -> list[Profile]:
+    policy = parse_policy(POLICY)
+    now = datetime.now().astimezone()
+    return [policy.profile_for(Client("10.0.0.5", user), now) for user in ("strict", "lenient")]
+
+
+def _encode(image: Image.Image, fmt: str, **options: object) -> bytes:
+    out = io.BytesIO()
+    image.save(out, fmt, **options)
+    return out.getvalue()
+
+
+def image_seeds() -> dict[str, list[bytes]]:
+    """Small real files of every format and the features their decoders branch on."""
+    calm, vivid = mf.calm_landscape(96, 64), mf.vivid_chaos(96, 64)
+    rotated = vivid.convert("RGB")
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # EXIF orientation: rotate, the exif_transpose branch
+    frames = [mf.vivid_chaos(48, 32, seed=i) for i in range(3)]
+    return {
+        "jpeg": [
+            mf.jpeg(calm, quality=70),
+            _encode(vivid, "JPEG", quality=90, progressive=True),
+            _encode(rotated, "JPEG", exif=exif.tobytes()),
+            _encode(vivid.convert("L"), "JPEG"),
+        ],
+        "png": [
+            mf.png(vivid),
+            mf.alpha_png(64, 48),
+            _encode(vivid.convert("P", palette=Image.Palette.ADAPTIVE), "PNG"),
+            _encode(frames[0], "PNG", save_all=True, append_images=frames[1:]),  # APNG
+        ],
+        "gif": [
+            mf.animated_gif(48, 32, frames=3),
+            mf.tracking_pixel(),
+            _encode(vivid.convert("P"), "GIF", transparency=0),
+        ],
+        "webp": [
+            mf.webp(vivid),
+            _encode(vivid, "WEBP", lossless=True),
+            _encode(Image.open(io.BytesIO(mf.alpha_png(64, 48))), "WEBP"),
+            _encode(frames[0], "WEBP", save_all=True, append_images=frames[1:], duration=80),
+        ],
+    }
+
+
+def video_seeds() -> dict[str, list[bytes]]:
+    import video_factory as vf
+
+    small = {"seconds": 0.4, "fps": 10, "width": 64, "height": 48, "gop": 2}
+    return {
+        "mp4": [vf.mp4("flashing", **small), vf.mp4("calm", audio=True, **small)],
+        "mpegts": [vf.mpegts("calm", **small)],
+    }
+
+
+INTERESTING = [0, 1, 0x7F, 0x80, 0xFF, 0xFFFF, 0x7FFFFFFF, 0xFFFFFFFF, 65500, 30000]
+
+
+@st.composite
+def mutated(draw: st.DrawFn, seeds: list[bytes]) -> bytes:
+    """A seed with 1–8 mutations, positions biased to the header where parsers branch."""
+    data = bytearray(draw(st.sampled_from(seeds)))
+    for _ in range(draw(st.integers(1, 8))):
+        if not data:
+            break
+        size = len(data)
+        pos = draw(st.one_of(st.integers(0, min(size - 1, 96)), st.integers(0, size - 1)))
+        op = draw(st.sampled_from(["flip", "set", "truncate", "insert", "delete", "dup", "int"]))
+        if op == "flip":
+            data[pos] ^= 1 << draw(st.integers(0, 7))
+        elif op == "set":
+            data[pos] = draw(st.sampled_from([0x00, 0xFF, 0x7F, 0x80, 0x01]))
+        elif op == "truncate":
+            del data[max(pos, 1) :]
+        elif op == "insert":
+            data[pos:pos] = draw(st.binary(min_size=1, max_size=64))
+        elif op == "delete":
+            del data[pos : pos + draw(st.integers(1, 256))]
+        elif op == "dup":
+            length = draw(st.integers(1, 512))
+            data[pos:pos] = data[pos : pos + length]
+        else:  # a header field set to an extreme: size, length, count
+            width = draw(st.sampled_from([2, 4]))
+            value = draw(st.sampled_from(INTERESTING)) & ((1 << (8 * width)) - 1)
+            order = draw(st.sampled_from([">", "<"]))
+            data[pos : pos + width] = struct.pack(order + ("H" if width == 2 else "I"), value)
+    return bytes(data)
+
+
+@dataclass
+class Harness:
+    """Runs each body with a time limit and keeps the counts for docs/reliability.md."""
+
+    name: str
+    executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1))
+    tried: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    def run(self, data: bytes, check: Callable[[bytes], str]) -> None:
+        self.tried += 1
+        future = self.executor.submit(check, data)
+        try:
+            outcome = future.result(timeout=ITEM_LIMIT)
+        except FutureTimeout:
+            self._save(data, "hang")
+            pytest.fail(f"{self.name}: one item took over {ITEM_LIMIT} s (saved)")
+        except BaseException:
+            self._save(data, "crash")
+            raise
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+    def _save(self, data: bytes, why: str) -> None:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256(data).hexdigest()[:16]
+        (ARTIFACTS / f"{self.name}-{why}-{digest}.bin").write_bytes(data)
+
+    def report(self) -> dict[str, object]:
+        seconds = time.monotonic() - self.started
+        result = {"target": self.name, "tried": self.tried, "seconds": round(seconds, 1),
+                  "outcomes": dict(sorted(self.outcomes.items()))}  # fmt: skip
+        print(json.dumps(result))
+        if os.environ.get("MOODGATE_FUZZ_REPORT"):
+            with open(os.environ["MOODGATE_FUZZ_REPORT"], "a", encoding="utf-8") as out:
+                out.write(json.dumps(result) + "\n")
+        return result
+
+
+def examples_for(share: float, seconds_per_item: float) -> int:
+    """max_examples that fit this target's share of the budget."""
+    return max(30, min(200_000, int(share / max(seconds_per_item, 1e-4))))
+
+
+def check_image(
+    pipeline: ImagePipeline, strict: Profile, lenient: Profile
+) -> Callable[[bytes], str]:
+    limits = pipeline.limits
+
+    def check(data: bytes) -> str:
+        for decoder in (lambda: probe(data, limits),
+                        lambda: frames_for_scoring(data, 224, limits),
+                        lambda: decode_full(data, limits)):  # fmt: skip
+            with contextlib.suppress(MediaError):
+                decoder()
+        outcome = ""
+        for profile in (strict, lenient):
+            verdict = pipeline.judge(data, profile, "fuzz.example", None)
+            assert verdict.outcome in OUTCOMES, verdict
+            if verdict.outcome == "error":
+                assert verdict.action is profile.on_error, (verdict, profile.on_error)
+                assert verdict.error
+            if verdict.action is Action.BLOCK and verdict.body is not None:
+                probe(verdict.body)  # a placeholder the browser can decode
+            if verdict.action is Action.CALM:
+                assert verdict.body is not None
+                probe(verdict.body)
+            outcome = f"{verdict.outcome}/{verdict.action.value}"
+        return outcome
+
+    return check
+
+
+SEEDS = image_seeds()
+SHARE = BUDGET * (0.75 if HAS_VIDEO else 1.0) / len(SEEDS)
+
+
+@pytest.fixture(scope="module")
+def image_pipeline() -> ImagePipeline:
+    # Production limits, but a small cache: mutated bodies never repeat anyway.
+    from moodgate.pipeline import ScoreCache
+
+    return ImagePipeline(HeuristicScorer(), limits=ImageLimits(), cache=ScoreCache(64))
+
+
+def _seconds_per_item(check: Callable[[bytes], str], seeds: list[bytes]) -> float:
+    start = time.perf_counter()
+    for seed in seeds:
+        check(seed)
+    return (time.perf_counter() - start) / len(seeds) + 0.002  # hypothesis' own overhead
+
+
+@pytest.mark.parametrize("fmt", sorted(SEEDS))
+def test_fuzz_image_decoders_and_pipeline(fmt: str, image_pipeline: ImagePipeline) -> None:
+    strict, lenient = profiles()
+    check = check_image(image_pipeline, strict, lenient)
+    harness = Harness(f"image-{fmt}")
+    examples = examples_for(SHARE, _seconds_per_item(check, SEEDS[fmt]))
+
+    @settings(max_examples=examples, deadline=None, database=None, derandomize=False,
+              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @given(mutated(SEEDS[fmt]))
+    def fuzz(data: bytes) -> None:
+        harness.run(data, check)
+
+    fuzz()
+    report = harness.report()
+    assert report["tried"] >= 30
+
+
+@pytest.mark.skipif(not HAS_VIDEO, reason="moodgate.media.video is not there yet")
+@pytest.mark.parametrize("fmt", ["mp4", "mpegts"])
+def test_fuzz_video_pipeline(fmt: str) -> None:
+    from moodgate.video_pipeline import VideoPipeline, VideoRequest
+
+    seeds = video_seeds()[fmt]
+    pipeline = VideoPipeline(HeuristicScorer())
+    strict, lenient = profiles()
+
+    def check(data: bytes) -> str:
+        outcome = ""
+        for profile in (strict, lenient):
+            request = VideoRequest(data, f"10.0.0.5/{profile.child}", "fuzz.example",
+                                   "/v/clip." + fmt)  # fmt: skip
+            verdict = pipeline.judge(request, profile, budget=ITEM_LIMIT / 2)
+            assert verdict.outcome in OUTCOMES | {"timeout"}, verdict
+            if verdict.outcome == "error":
+                assert verdict.action is profile.on_error, (verdict, profile.on_error)
+            outcome = f"{verdict.outcome}/{verdict.action.value}"
+        return outcome
+
+    harness = Harness(f"video-{fmt}")
+    examples = examples_for(BUDGET * 0.25 / 2, _seconds_per_item(check, seeds))
+
+    @settings(max_examples=examples, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @given(mutated(seeds))
+    def fuzz(data: bytes) -> None:
+        harness.run(data, check)
+
+    fuzz()
+    assert harness.report()["tried"] >= 30
+
+
+# -- decompression bombs: refused from the header, memory stays flat ---------------------------
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+
+def bombs() -> Iterator[tuple[str, bytes]]:
+    yield "png-30000x30000", mf.decompression_bomb()
+    header = struct.pack(">IIBBBBB", 65535, 65535, 8, 6, 0, 0, 0)  # RGBA 8-bit
+    yield "png-rgba-65535", (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
+                             + _png_chunk(b"IDAT", zlib.compress(b"\0" * 1000))
+                             + _png_chunk(b"IEND", b""))  # fmt: skip
+    jpeg = bytearray(mf.jpeg(mf.calm_landscape(32, 32)))
+    sof = jpeg.find(b"\xff\xc0")
+    jpeg[sof + 5 : sof + 9] = struct.pack(">HH", 65500, 65500)
+    yield "jpeg-65500x65500", bytes(jpeg)
+    gif = bytearray(mf.tracking_pixel())
+    gif[6:10] = struct.pack("<HH", 65535, 65535)  # logical screen
+    yield "gif-screen-65535", bytes(gif)
+    many = [Image.new("RGB", (8, 8), (i % 256, 40 * (i // 256), 0)) for i in range(600)]
+    yield "gif-600-frames", _encode(many[0], "GIF", save_all=True, append_images=many[1:])
+    webp = bytearray(_encode(Image.new("RGB", (16, 16)), "WEBP", lossless=True))
+    # VP8L header: 14-bit width-1 and height-1 at byte 21; set both to 16384.
+    bits = (16383) | (16383 << 14)
+    webp[21:25] = struct.pack("<I", (struct.unpack("<I", webp[21:25])[0] & ~0x0FFFFFFF) | bits)
+    yield "webp-16384x16384", bytes(webp)
+
+
+BOMB_CHILD = """
+import json, resource, sys
+sys.path.insert(0, {tests!r})
+from test_fuzz_media import bombs
+from moodgate.media import MediaError
+from moodgate.media.image import ImageLimits, decode_full, frames_for_scoring, probe
+limits = ImageLimits(max_pixels={max_pixels})
+results = {{}}
+for name, data in bombs():
+    outcome = "accepted"
+    for decoder in (probe, frames_for_scoring, decode_full):
+        try:
+            decoder(data, limits=limits)
+        except MediaError as exc:
+            outcome = exc.reason
+    results[name] = outcome
+results["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(results))
+"""
+
+
+BASELINE_CHILD = """
+import resource, sys
+sys.path.insert(0, {tests!r})
+import test_fuzz_media
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def test_bombs_are_refused_without_allocating(tmp_path: Path) -> None:
+    """In a fresh process, so the peak RSS is this test's alone. 16 MP is the bound here:
+    every bomb declares far more, and none may come near allocating it."""
+    script = BOMB_CHILD.format(tests=str(Path(__file__).parent), max_pixels=16_000_000)
+    baseline = subprocess.run(
+        [sys.executable, "-c", BASELINE_CHILD.format(tests=str(Path(__file__).parent))],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    outcomes = json.loads(result.stdout)
+    peak = outcomes.pop("maxrss_mb") - float(baseline.stdout)
+    print("bombs:", outcomes, f"peak RSS above baseline: {peak:.1f} MB")
+    for name, outcome in outcomes.items():
+        assert outcome == "too-large", (name, outcome)
+    assert peak < 64, f"refusing the bombs took {peak:.0f} MB"

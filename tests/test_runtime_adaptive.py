@@ -1,0 +1,154 @@
+"""The adaptive scorer in the pipeline and the engine: the recorded slice is the one that scored,
+the cache never hides a wider slice's better score, and the engine wires it from a manifest."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from moodgate.config import Settings
+from moodgate.emotion.heuristic import HeuristicScorer
+from moodgate.emotion.registry import ScorerUnavailable
+from moodgate.pipeline import ImagePipeline
+from moodgate.policy import Client, parse_policy
+from moodgate.runtime import AdaptiveScorer, SliceSelector, SliceTiming, build_ladder, build_scorer
+from moodgate.runtime import build as runtime_build
+from runtime_fakes import FakeLoader, FakeSlice, write_manifest
+
+PASS_ALL = "version: 1\ndefault:\n  preset: none\n"
+
+
+def profile():
+    return parse_policy(PASS_ALL).profile_for(Client("10.0.0.5", None), datetime.now().astimezone())
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def adaptive(in_flight: list[int]) -> tuple[AdaptiveScorer, dict[tuple[float, str], FakeSlice]]:
+    timings = [
+        SliceTiming(1.0, "fp32", 64, 80.0, 96.0, 80.0, 20),
+        SliceTiming(0.5, "int8", 64, 30.0, 36.0, 30.0, 20),
+        SliceTiming(0.25, "int8", 64, 10.0, 12.0, 10.0, 20),
+    ]
+    slices = {t.key: FakeSlice(*t.key) for t in timings}
+    selector = SliceSelector(build_ladder(timings), 150.0, 2, clock=Clock())
+    return AdaptiveScorer(slices, selector, lambda: in_flight[0]), slices
+
+
+def test_it_is_a_scorer_that_reports_the_current_slice() -> None:
+    load = [0]
+    scorer, _ = adaptive(load)
+    assert (scorer.name, scorer.width, scorer.precision) == ("nested", 1.0, "fp32")
+    load[0] = 40
+    scorer.score_frames([])
+    assert (scorer.width, scorer.precision) == (0.25, "int8")
+
+
+def test_decision_records_the_slice_that_scored_even_if_load_switches_meanwhile(media) -> None:
+    load = [0]
+    scorer, slices = adaptive(load)
+
+    def surge() -> None:  # the queue explodes while the full slice is scoring this item
+        load[0] = 40
+        scorer.pick()
+
+    slices[(1.0, "fp32")].during = surge
+    verdict = ImagePipeline(scorer).judge(media["calm.jpg"], profile(), "x.org")
+    assert scorer.width == 0.25  # switched...
+    assert (verdict.model_width, verdict.precision) == (1.0, "fp32")  # ...but recorded right
+
+
+def test_cache_keeps_scores_but_not_past_a_wider_slice(media) -> None:
+    load = [40]
+    scorer, slices = adaptive(load)
+    pipeline = ImagePipeline(scorer)
+    first = pipeline.judge(media["calm.jpg"], profile(), "x.org")
+    assert (first.outcome, first.model_width) == ("scored", 0.25)
+    again = pipeline.judge(media["calm.jpg"], profile(), "x.org")
+    assert (again.outcome, again.model_width) == ("cached", 0.25)
+    load[0] = 0  # load gone: the selector climbs back after its hold
+    scorer.selector.level = scorer.selector.base
+    wide = pipeline.judge(media["calm.jpg"], profile(), "x.org")
+    assert (wide.outcome, wide.model_width) == ("scored", 1.0)
+    assert pipeline.judge(media["calm.jpg"], profile(), "x.org").outcome == "cached"
+    assert slices[(1.0, "fp32")].calls == 1 and slices[(0.25, "int8")].calls == 1
+
+
+def test_only_plain_scorings_feed_the_estimate(media) -> None:
+    scorer, _ = adaptive([0])
+    pipeline = ImagePipeline(scorer)
+    verdict = pipeline.judge(media["calm.jpg"], profile(), "x.org")
+    scorer.observe(verdict, 160.0)
+    assert scorer.selector.slowdown > 1.0
+    before = scorer.selector.slowdown
+    cached = pipeline.judge(media["calm.jpg"], profile(), "x.org")
+    scorer.observe(cached, 10_000.0)
+    assert scorer.selector.slowdown == before
+
+
+def test_build_scorer_is_adaptive_over_the_manifest(tmp_path: Path) -> None:
+    write_manifest(tmp_path / "models")
+    settings = Settings(state_dir=tmp_path / "state", model_dir=tmp_path / "models")
+    loader = FakeLoader()
+    scorer = build_scorer(settings, loader=loader)
+    assert isinstance(scorer, AdaptiveScorer)
+    assert {(w, p) for w, p, _ in loader.loaded} == {(1.0, "fp32"), (1.0, "int8"),
+                                                      (0.5, "int8"), (0.25, "int8")}  # fmt: skip
+    assert all(threads == 1 for *_, threads in loader.loaded)
+    table = (tmp_path / "state" / "calibration.json").read_text()
+    assert "valence_r" in table  # the manifest's accuracy travels with the timings
+    start = time.perf_counter()
+    build_scorer(settings, loader=FakeLoader())  # a restart: cached, no measuring
+    assert time.perf_counter() - start < 0.5
+
+
+def test_a_pinned_width_or_the_heuristic_is_not_adaptive(tmp_path: Path) -> None:
+    write_manifest(tmp_path / "models")
+    heuristic = Settings(state_dir=tmp_path, model_dir=tmp_path / "models", scorer="heuristic")
+    assert isinstance(build_scorer(heuristic, loader=FakeLoader()), HeuristicScorer)
+
+
+def test_a_broken_model_falls_back_or_fails_as_asked(tmp_path: Path) -> None:
+    write_manifest(tmp_path / "models")
+
+    def broken(*args: object) -> FakeSlice:
+        raise OSError("truncated file")
+
+    auto = Settings(state_dir=tmp_path, model_dir=tmp_path / "models")
+    assert isinstance(build_scorer(auto, loader=broken), HeuristicScorer)
+    with pytest.raises(ScorerUnavailable):
+        build_scorer(Settings(state_dir=tmp_path, model_dir=tmp_path / "models",
+                              scorer="nested"), loader=broken)  # fmt: skip
+
+
+def test_engine_runs_adaptive_and_records_the_slice(
+    tmp_path: Path, media, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moodgate.engine import Engine, MediaResponse
+
+    write_manifest(tmp_path / "models")
+    monkeypatch.setattr(runtime_build, "load_nested_slice", FakeLoader())
+    settings = Settings(state_dir=tmp_path / "state", model_dir=tmp_path / "models", workers=2)
+    engine = Engine(settings)
+    assert engine.adaptive is not None and not engine.scorer_fallback
+    engine.start()
+    try:
+        response = MediaResponse(Client("10.0.0.5", None), "x.org", "/a.jpg", "image/jpeg",
+                                 media["calm.jpg"])  # fmt: skip
+        verdict = asyncio.run(engine.judge(response))
+    finally:
+        engine.stop()
+    assert verdict.outcome == "scored" and verdict.model_width is not None
+    with sqlite3.connect(settings.database) as db:
+        row = db.execute("SELECT scorer, model_width, precision FROM decisions").fetchone()
+    assert row == ("nested", verdict.model_width, verdict.precision)

@@ -1,0 +1,154 @@
+"""Slice selection as pure logic: injected latency tables, a fake clock, no model."""
+
+from __future__ import annotations
+
+import itertools
+
+from moodgate.runtime import SliceSelector, SliceTiming, build_ladder, initial_rung
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def timing(width: float, precision: str, p50: float, p95: float | None = None) -> SliceTiming:
+    return SliceTiming(width, precision, 224, p50, p95 or p50 * 1.2, p50, 30)
+
+
+# A table like a weak router's: int8 a bit faster than fp32 at each width.
+TABLE = [
+    timing(1.0, "fp32", 80.0),
+    timing(1.0, "int8", 60.0),
+    timing(0.5, "fp32", 40.0),
+    timing(0.5, "int8", 30.0),
+    timing(0.25, "fp32", 20.0),
+    timing(0.25, "int8", 15.0),
+    timing(0.12, "int8", 8.0),
+]
+
+
+def selector(
+    budget: float = 150.0, workers: int = 2, **kw: float
+) -> tuple[SliceSelector, FakeClock]:
+    clock = FakeClock()
+    return SliceSelector(build_ladder(TABLE), budget, workers, clock=clock, **kw), clock
+
+
+def test_ladder_is_widest_first_and_every_step_is_cheaper() -> None:
+    ladder = build_ladder(TABLE)
+    assert [r.label for r in ladder][:3] == ["w1/fp32", "w1/int8", "w0.5/fp32"]
+    assert all(b.p50_ms < a.p50_ms for a, b in itertools.pairwise(ladder))
+
+
+def test_an_int8_slice_that_is_no_faster_is_no_rung() -> None:
+    slow_int8 = [timing(1.0, "fp32", 50.0), timing(1.0, "int8", 55.0), timing(0.5, "fp32", 30.0)]
+    assert [r.label for r in build_ladder(slow_int8)] == ["w1/fp32", "w0.5/fp32"]
+
+
+def test_initial_choice_is_the_widest_whose_p95_fits() -> None:
+    ladder = build_ladder(TABLE)
+    assert ladder[initial_rung(ladder, 150.0)].label == "w1/fp32"  # p95 96
+    assert ladder[initial_rung(ladder, 60.0)].label == "w0.5/fp32"  # p95 48
+    assert ladder[initial_rung(ladder, 1.0)].label == "w0.12/int8"  # nothing fits: cheapest
+
+
+def test_idle_machine_stays_on_the_chosen_slice() -> None:
+    sel, clock = selector()
+    for _ in range(100):
+        sel.observe(sel.current.key, sel.current.p50_ms * 1.1)
+        assert sel.update(in_flight=1).label == "w1/fp32"
+        clock.advance(0.1)
+    assert not sel.switches
+
+
+def test_a_queue_steps_down_at_once_as_far_as_needed() -> None:
+    sel, _ = selector()
+    # 10 queued behind 2 workers: 80 ms x (1 + 10/2) = 480 ms predicted at full width.
+    rung = sel.update(in_flight=12)
+    assert sel.predicted_ms(sel.level, 12) <= 150
+    assert rung.label == "w0.25/fp32"
+    assert sel.switches[-1].reason == "down"
+
+
+def test_slow_service_alone_steps_down() -> None:
+    sel, _ = selector()
+    for _ in range(30):  # items take 2x the calibration (another process on the cores)
+        sel.observe(sel.current.key, 160.0)
+    assert sel.update(in_flight=1).label != "w1/fp32"
+    assert sel.slowdown > 1.8
+
+
+def test_recovery_waits_for_the_hold_and_climbs_one_rung_at_a_time() -> None:
+    sel, clock = selector(hold_s=2.0)
+    sel.update(in_flight=12)
+    low = sel.level
+    assert low > sel.base
+    climbed = []
+    for _ in range(200):
+        clock.advance(0.1)
+        sel.update(in_flight=0)
+        climbed.append(sel.level)
+    assert climbed[0] == low  # no instant jump back
+    steps = [b for a, b in itertools.pairwise(climbed) if b != a]
+    assert steps == list(range(low - 1, sel.base - 1, -1))
+    assert sel.current.label == "w1/fp32"
+
+
+def test_no_flapping_near_the_threshold() -> None:
+    sel, clock = selector(hold_s=2.0)
+    # Alternating bursts: the queue comes back well inside the hold, so no climb back happens.
+    for i in range(100):
+        clock.advance(0.25)
+        sel.update(in_flight=12 if i % 4 == 0 else 0)
+    downs = [s for s in sel.switches if s.reason == "down"]
+    ups = [s for s in sel.switches if s.reason == "up"]
+    assert len(downs) == 1 and not ups
+
+
+def test_never_climbs_above_the_calibrated_choice() -> None:
+    sel, clock = selector(budget=60.0)
+    assert sel.chosen.label == "w0.5/fp32"
+    for _ in range(100):
+        clock.advance(1.0)
+        sel.update(in_flight=0)
+    assert sel.current.label == "w0.5/fp32"
+
+
+def test_narrowest_slice_is_the_floor() -> None:
+    sel, _ = selector()
+    assert sel.update(in_flight=10_000).label == "w0.12/int8"
+    assert sel.update(in_flight=10_000).label == "w0.12/int8"
+
+
+def test_one_stalled_item_cannot_swing_the_estimate() -> None:
+    sel, _ = selector()
+    sel.observe(sel.current.key, 1e9)
+    assert sel.slowdown < 11
+
+
+def test_unknown_slices_are_ignored() -> None:
+    sel, _ = selector()
+    sel.observe((0.7, "fp16"), 500.0)
+    assert sel.slowdown == 1.0
+
+
+def test_sustained_rate_the_slice_cannot_carry_steps_down_and_stays_down() -> None:
+    sel, clock = selector(hold_s=2.0)
+    levels = []
+    for _ in range(300):  # 30 items/s; full width needs 30 x 80 ms / 2 workers = 1.2 cores
+        clock.advance(1 / 30)
+        levels.append(sel.update(in_flight=2).label)
+    assert levels[0] == "w1/fp32" and levels[-1] != "w1/fp32"
+    assert sel.utilisation(sel.level) <= sel.down_util
+    assert not [s for s in sel.switches if s.reason == "up"]  # no flapping back and forth
+    for _ in range(100):  # the load falls to 5 items/s
+        clock.advance(0.2)
+        sel.update(in_flight=1)
+    assert sel.current.label == "w1/fp32"

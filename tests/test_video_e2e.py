@@ -1,0 +1,319 @@
+"""Video end to end: a real `moodgate serve`, a real origin serving real HLS, DASH and
+progressive files, and FFmpeg as the player (its `-http_proxy` option, proxy auth picking the
+child). Playback must survive pass, calm and block; broken media must not take the proxy down.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import video_factory as vf
+from realnet import Origin, Proxy, Route
+from test_proxy_e2e import fetch_as, rows
+
+from moodgate.emotion.heuristic import HeuristicScorer
+
+pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg/ffprobe")
+
+POLICY = """\
+version: 1
+children:
+  calmkid:
+    users: [calmkid]
+    preset: none
+    rules:
+      - name: lively
+        when: "arousal > 0.2"
+        action: calm
+        target: "arousal <= -0.2"
+        if_unreached: keep
+  strictkid:
+    users: [strictkid]
+    preset: none
+    rules:
+      - name: lively
+        when: "arousal > 0.2"
+        action: block
+    on_error: block
+  bigkid:
+    users: [bigkid]
+    preset: none
+    inspect:
+      max_video_bytes: 10000
+    rules:
+      - name: lively
+        when: "arousal > 0.2"
+        action: block
+default:
+  preset: none
+"""
+
+TYPES = {".m3u8": "application/vnd.apple.mpegurl", ".ts": "video/mp2t", ".m4s": "video/iso.segment",
+         ".mp4": "video/mp4", ".mpd": "application/dash+xml", ".webm": "video/webm"}
+FPS = 25
+SECONDS = 4.0
+
+
+def _type(name: str) -> str:
+    return TYPES[Path(name).suffix]
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """Every file the origin serves, by URL path."""
+    root = tmp_path_factory.mktemp("video-media")
+    files: dict[str, bytes] = {}
+    for stream, make in {
+        "calm": lambda d: vf.hls(d, "calm", SECONDS),
+        "flash": lambda d: vf.hls(d, "flashing", SECONDS),
+        "flash4": lambda d: vf.hls(d, "flashing", SECONDS, segment_type="fmp4"),
+        "dash": lambda d: vf.dash(d, "flashing", SECONDS),
+    }.items():
+        for name, body in make(root / stream).items():
+            files[f"/{stream}/{name}"] = body
+    files["/calm.mp4"] = vf.mp4("calm", audio=True)
+    files["/flash.mp4"] = vf.mp4("flashing", audio=True)
+    files["/flash.webm"] = vf.webm("flashing")
+    files["/audio.mp4"] = vf.audio_only_mp4()
+    # A stream with a truncated, a corrupted and a missing segment between two good ones.
+    good = vf.hls(root / "broken-src", "flashing", SECONDS)
+    files["/broken/index.m3u8"] = good["index.m3u8"]
+    files["/broken/seg000.ts"] = good["seg000.ts"][: len(good["seg000.ts"]) // 2 + 17]
+    corrupt = bytearray(good["seg001.ts"])
+    corrupt[400:-400] = np.random.default_rng(7).integers(0, 256, len(corrupt) - 800,
+                                                          dtype=np.uint8).tobytes()
+    files["/broken/seg001.ts"] = bytes(corrupt)
+    files["/broken/seg003.ts"] = good["seg003.ts"]  # seg002.ts is missing: a 404
+    return files
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, library: dict[str, bytes]
+) -> Iterator[tuple[Proxy, Origin]]:
+    state = tmp_path_factory.mktemp("video-proxy")
+    policy = state / "policy.yaml"
+    policy.write_text(POLICY)
+    routes = {path: Route(body, _type(path)) for path, body in library.items()}
+    with (
+        Origin(routes) as origin,
+        Proxy(state, policy, extra=["--scorer", "heuristic", "--set", "proxyauth=any"]) as proxy,
+    ):
+        yield proxy, origin
+        print(proxy.log()[-5000:])
+
+
+def ffmpeg_read(proxy: Proxy, user: str, url: str, out: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """FFmpeg as the player: through the proxy as `user`, the whole stream read (or copied)."""
+    sink = ["-c", "copy", "-y", str(out)] if out else ["-f", "null", "-"]
+    command = [
+        "ffmpeg", "-nostdin", "-v", "error",
+        "-http_proxy", f"http://{user}:secret@127.0.0.1:{proxy.port}",
+        "-i", url, *sink,
+    ]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def probe(path: Path) -> dict[str, object]:
+    result = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=duration:stream=codec_type,width,height",
+         "-of", "json", str(path)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return json.loads(result.stdout)
+
+
+def video_size(info: dict[str, object]) -> tuple[int, int]:
+    stream = next(s for s in info["streams"] if s["codec_type"] == "video")  # type: ignore[union-attr]
+    return int(stream["width"]), int(stream["height"])
+
+
+def frame_arousal(data: bytes) -> float:
+    """Mean heuristic arousal over every decoded frame."""
+    scorer = HeuristicScorer()
+    with av.open(io.BytesIO(data)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    return float(np.mean([e.arousal for e in scorer.score_frames(frames)]))
+
+
+def segment_rows(proxy: Proxy, child: str, prefix: str, count: int) -> list[dict[str, object]]:
+    deadline = time.monotonic() + 15
+    while True:
+        found = [r for r in rows(proxy, 0) if r["child"] == child
+                 and str(r["path"]).startswith(prefix)]  # fmt: skip
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def test_hls_passes_untouched_for_a_child_without_rules(stack, library, tmp_path) -> None:
+    proxy, origin = stack
+    out = tmp_path / "passed.ts"
+    result = ffmpeg_read(proxy, "anyone", origin.url("/flash/index.m3u8"), out)
+    assert result.returncode == 0, result.stderr
+    found = segment_rows(proxy, "default", "/flash/", 4)
+    assert [r["action"] for r in found] == ["pass"] * 4
+    assert {r["kind"] for r in found} == {"mpegts"} and all(r["width"] == 160 for r in found)
+    # Passed segments are byte-identical.
+    got = fetch_as(proxy, "anyone", origin.url("/flash/seg002.ts"))
+    assert got.body == library["/flash/seg002.ts"]
+
+
+def test_hls_calmed_keeps_duration_size_and_lowers_arousal(stack, library, tmp_path) -> None:
+    proxy, origin = stack
+    out = tmp_path / "calmed.ts"
+    result = ffmpeg_read(proxy, "calmkid", origin.url("/flash/index.m3u8"), out)
+    assert result.returncode == 0, result.stderr
+    info = probe(out)
+    assert abs(float(info["format"]["duration"]) - SECONDS) <= 1.5 / FPS  # type: ignore[index]
+    assert video_size(info) == (160, 90)
+    original = b"".join(library[f"/flash/seg00{i}.ts"] for i in range(4))
+    assert frame_arousal(out.read_bytes()) < frame_arousal(original) - 0.3
+    found = segment_rows(proxy, "calmkid", "/flash/", 4)
+    assert {r["action"] for r in found} == {"calm"}
+    assert all(r["calm_alpha"] and r["after_arousal"] is not None for r in found)
+    # Calm content in the same session is left alone.
+    assert ffmpeg_read(proxy, "calmkid", origin.url("/calm/index.m3u8")).returncode == 0
+    assert {r["action"] for r in segment_rows(proxy, "calmkid", "/calm/", 4)} == {"pass"}
+
+
+def test_hls_blocked_keeps_playing_on_placeholders(stack, library, tmp_path) -> None:
+    proxy, origin = stack
+    out = tmp_path / "blocked.ts"
+    result = ffmpeg_read(proxy, "strictkid", origin.url("/flash/index.m3u8"), out)
+    assert result.returncode == 0, result.stderr
+    info = probe(out)
+    assert abs(float(info["format"]["duration"]) - SECONDS) <= 1.5 / FPS  # type: ignore[index]
+    assert video_size(info) == (160, 90)
+    with av.open(str(out)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == round(SECONDS * FPS)
+    # Flat placeholders: every channel is one value across the picture.
+    assert max(float(f.reshape(-1, 3).astype(np.float32).std(axis=0).max()) for f in frames) < 2
+    assert {r["action"] for r in segment_rows(proxy, "strictkid", "/flash/", 4)} == {"block"}
+
+
+@pytest.mark.parametrize("entry", ["/flash4/index.m3u8", "/dash/manifest.mpd"])
+def test_fmp4_streams_calmed_with_their_init_segment(stack, library, tmp_path, entry) -> None:
+    proxy, origin = stack
+    out = tmp_path / "calmed.mp4"
+    result = ffmpeg_read(proxy, "calmkid", origin.url(entry), out)
+    assert result.returncode == 0, result.stderr
+    info = probe(out)
+    assert abs(float(info["format"]["duration"]) - SECONDS) <= 1.5 / FPS  # type: ignore[index]
+    assert video_size(info) == (160, 90)
+    prefix = entry.rsplit("/", 1)[0] + "/"
+    found = [r for r in segment_rows(proxy, "calmkid", prefix, 5) if r["outcome"] == "scored"]
+    assert len(found) == 4 and {r["action"] for r in found} == {"calm"}
+    inits = [r for r in segment_rows(proxy, "calmkid", prefix, 5) if r["outcome"] == "skipped"]
+    assert inits and inits[0]["action"] == "pass"
+    media = [p for p in library if p.startswith(prefix) and p.endswith((".mp4", ".m4s"))]
+    original = b"".join(library[p] for p in sorted(media, key=lambda p: ("init" not in p, p)))
+    assert frame_arousal(out.read_bytes()) < frame_arousal(original) - 0.3
+
+
+@pytest.mark.parametrize("name", ["/flash.mp4", "/flash.webm"])
+def test_progressive_calm_and_block(stack, library, tmp_path, name) -> None:
+    proxy, origin = stack
+    calmed = fetch_as(proxy, "calmkid", origin.url(name))
+    assert calmed.status == 200 and calmed.body != library[name]
+    assert calmed.header("x-moodgate").startswith("calm;")
+    (tmp_path / f"calmed{name[-5:]}").write_bytes(calmed.body)
+    info = probe(tmp_path / f"calmed{name[-5:]}")
+    assert video_size(info) == (160, 90)
+    assert abs(float(info["format"]["duration"]) - 2.0) <= 1.5 / FPS  # type: ignore[index]
+    assert frame_arousal(calmed.body) < frame_arousal(library[name]) - 0.3
+    # FFmpeg reads the same file through the proxy, as a player would.
+    assert ffmpeg_read(proxy, "calmkid", origin.url(name)).returncode == 0
+    blocked = fetch_as(proxy, "strictkid", origin.url(name))
+    assert blocked.status == 200 and blocked.header("x-moodgate").startswith("block;")
+    (tmp_path / f"blocked{name[-5:]}").write_bytes(blocked.body)
+    assert video_size(probe(tmp_path / f"blocked{name[-5:]}")) == (160, 90)
+
+
+def test_progressive_calm_video_passes_byte_identical(stack, library) -> None:
+    proxy, origin = stack
+    got = fetch_as(proxy, "strictkid", origin.url("/calm.mp4"))
+    assert got.status == 200 and got.body == library["/calm.mp4"]
+    assert got.header("x-moodgate").startswith("pass;")
+
+
+def test_large_video_is_streamed_and_passed(stack, library) -> None:
+    proxy, origin = stack
+    got = fetch_as(proxy, "bigkid", origin.url("/flash.mp4"))
+    assert got.status == 200 and got.body == library["/flash.mp4"]
+    row = segment_rows(proxy, "bigkid", "/flash.mp4", 1)[-1]
+    assert row["outcome"] == "streamed" and row["action"] == "pass"
+    assert row["rule"] == "bigkid/too-large"
+
+
+def test_broken_segments_get_answers_and_rows(stack, library) -> None:
+    proxy, origin = stack
+    result = ffmpeg_read(proxy, "calmkid", origin.url("/broken/index.m3u8"))
+    assert "seg003" not in result.stderr or result.returncode in (0, 1)  # FFmpeg carries on
+    # Passed as they came for calmkid (on_error: pass).
+    for segment in ("seg000.ts", "seg001.ts"):
+        got = fetch_as(proxy, "calmkid", origin.url(f"/broken/{segment}"))
+        assert got.status == 200 and got.body == library[f"/broken/{segment}"]
+    # strictkid (on_error: block): the truncated one still has readable timestamps, so it
+    # becomes a placeholder; the unreadable one can only be refused.
+    truncated_answer = fetch_as(proxy, "strictkid", origin.url("/broken/seg000.ts"))
+    assert truncated_answer.status == 200 and truncated_answer.header("x-moodgate").startswith(
+        "block;")
+    assert fetch_as(proxy, "strictkid", origin.url("/broken/seg001.ts")).status == 403
+    for user in ("calmkid", "strictkid"):
+        assert fetch_as(proxy, user, origin.url("/broken/seg002.ts")).status == 404
+    truncated = [r for r in segment_rows(proxy, "strictkid", "/broken/seg000", 1)]
+    assert truncated[-1]["outcome"] == "error" and "truncated" in str(truncated[-1]["error"])
+    assert truncated[-1]["action"] == "block"
+    corrupted = segment_rows(proxy, "calmkid", "/broken/seg001", 1)[-1]
+    assert corrupted["outcome"] == "error" and corrupted["action"] == "pass"
+    # The proxy is still up and still judging.
+    assert fetch_as(proxy, "calmkid", origin.url("/flash/seg000.ts")).status == 200
+
+
+def test_audio_only_container(stack, library) -> None:
+    proxy, origin = stack
+    got = fetch_as(proxy, "calmkid", origin.url("/audio.mp4"))
+    assert got.status == 200 and got.body == library["/audio.mp4"]
+    row = segment_rows(proxy, "calmkid", "/audio.mp4", 1)[-1]
+    assert row["outcome"] == "error" and "no-video" in str(row["error"])
+    blocked = fetch_as(proxy, "strictkid", origin.url("/audio.mp4"))
+    assert blocked.status == 403
+    assert segment_rows(proxy, "strictkid", "/audio.mp4", 1)[-1]["action"] == "block"
+
+
+def test_playlists_pass_untouched(stack, library) -> None:
+    proxy, origin = stack
+    for path in ("/flash/index.m3u8", "/dash/manifest.mpd"):
+        got = fetch_as(proxy, "strictkid", origin.url(path))
+        assert got.status == 200 and got.body == library[path]
+    assert not [r for r in rows(proxy, 0) if str(r["path"]).endswith((".m3u8", ".mpd"))]
+
+
+def test_over_budget_applies_on_timeout(tmp_path, library) -> None:
+    """A 1 ms video budget: every segment times out and the policy's on_timeout applies."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY.replace("    on_error: block\n",
+                                     "    on_error: block\n    on_timeout: block\n"))
+    routes = {path: Route(body, _type(path)) for path, body in library.items()}
+    extra = ["--scorer", "heuristic", "--set", "proxyauth=any",
+             "--set", "moodgate_video_deadline_ms=1"]
+    with Origin(routes) as origin, Proxy(tmp_path / "state", policy, extra=extra) as proxy:
+        passed = fetch_as(proxy, "calmkid", origin.url("/flash/seg001.ts"))
+        assert passed.status == 200 and passed.body == library["/flash/seg001.ts"]
+        blocked = fetch_as(proxy, "strictkid", origin.url("/flash/seg001.ts"))
+        assert blocked.status == 200 and blocked.header("x-moodgate").startswith("block;")
+        assert blocked.body != library["/flash/seg001.ts"]  # a placeholder, not the original
+        found = segment_rows(proxy, "strictkid", "/flash/seg001", 1)
+        assert found[-1]["outcome"] == "timeout" and found[-1]["rule"] == "strictkid/on_timeout"
+        assert segment_rows(proxy, "calmkid", "/flash/seg001", 1)[-1]["outcome"] == "timeout"
