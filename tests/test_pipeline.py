@@ -89,3 +89,10 @@ def test_small_images_are_skipped_without_decoding() -> None:
     tiny = mf.png(mf.vivid_chaos(40, 300))
     verdict = ImagePipeline(HeuristicScorer()).judge(tiny, profile(None), "x.org")
     assert verdict.outcome == "skipped" and verdict.action is Action.PASS
+
+
+def test_heuristic_scorer_handles_degenerate_shapes() -> None:
+    scorer = HeuristicScorer()
+    for shape in [(1, 1, 3), (1, 500, 3), (500, 1, 3), (2, 2, 3)]:
+        (emotion,) = scorer.score_frames([np.full(shape, 128, dtype=np.uint8)])
+        assert -1 <= emotion.valence <= 1 and -1 <= emotion.arousal <= 1

@@ -56,8 +56,11 @@ def colour_features(frame: np.ndarray) -> ColourFeatures:
     yb = (0.5 * (r + g) - b) * 255.0
     colourfulness = np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean())
     luma = 0.2126 * r + 0.7152 * g + 0.0722 * b
-    gy, gx = np.gradient(luma)
-    edges = np.hypot(gx, gy) > 0.08
+    if min(luma.shape) >= 2:
+        gy, gx = np.gradient(luma)
+        edges = np.hypot(gx, gy) > 0.08
+    else:  # a 1-pixel-thin banner has no gradient to speak of
+        edges = np.zeros(1, dtype=bool)
     return ColourFeatures(
         brightness=float(value.mean()),
         saturation=float(saturation.mean()),

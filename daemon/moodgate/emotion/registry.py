@@ -43,7 +43,7 @@ def create_scorer(
     try:
         from moodgate.emotion.nested import load_scorer
 
-        return load_scorer(model_dir, width=width, precision=precision, threads=threads)
+        return load_scorer(model_dir, width=width, precision=precision, intra_op_threads=threads)
     except Exception as exc:
         if kind == "nested":
             raise ScorerUnavailable(f"cannot load the model from {model_dir}: {exc}") from exc
