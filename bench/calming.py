@@ -36,6 +36,7 @@ from moodgate.emotion.heuristic import HeuristicScorer
 from moodgate.emotion.registry import create_scorer
 from moodgate.media.image import decode_full, encode_like, frames_for_scoring
 
+REPO = Path(__file__).resolve().parents[1]
 TARGET = VATarget(arousal_at_most=-0.2)
 MEGAPIXEL = 1_000_000
 # Themes that show nothing disturbing; only these may appear on the contact sheet.
@@ -216,9 +217,14 @@ def _array(image: Image.Image) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--oasis", type=Path, required=True)
+    parser.add_argument("--oasis", type=Path, default=REPO.parent / "shared" / "data" / "oasis")
     parser.add_argument("--scorer", default="heuristic", choices=("auto", "nested", "heuristic"))
+    parser.add_argument("--model-dir", type=Path, default=None, help="for --scorer auto|nested")
     parser.add_argument("--limit", type=int, default=0, help="only the first N images (smoke)")
+    parser.add_argument("--quick", action="store_true", help="3 images: a smoke run")
+    parser.add_argument(
+        "--limit-s", type=float, default=0.0, help="stop adding images after this many seconds"
+    )
     parser.add_argument("--json", type=Path, help="write per-image rows and summaries here")
     parser.add_argument(
         "--strength", type=float, default=None, help="one shot at this α instead of the loop"
@@ -228,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sheet", type=Path, help="draw the before/after contact sheet here")
     args = parser.parse_args(argv)
 
-    scorer = create_scorer(args.scorer)
+    scorer = create_scorer(args.scorer, model_dir=args.model_dir)
     calmer = Calmer(scorer, StyleBank.default())
     samples = load_oasis(args.oasis)
     _, validation = split(samples)
@@ -237,11 +243,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"contact sheet {args.sheet}: {', '.join(names)}")
         return 0
     chosen = top_arousal_third(validation)
-    if args.limit:
-        chosen = chosen[: args.limit]
+    if args.limit or args.quick:
+        chosen = chosen[: args.limit or 3]
     run_one(calmer, HeuristicScorer(), chosen[0])  # warm-up: imports, allocator, caches
     target = VATarget(args.target_arousal, args.target_valence)
-    rows = [run_one(calmer, HeuristicScorer(), s, args.strength, target) for s in chosen]
+    deadline = time.monotonic() + args.limit_s if args.limit_s > 0 else float("inf")
+    rows = []
+    for sample in chosen:
+        rows.append(run_one(calmer, HeuristicScorer(), sample, args.strength, target))
+        if time.monotonic() > deadline:
+            print(f"stopped after {len(rows)} images (--limit-s {args.limit_s})")
+            break
     driver, referee = summarise(rows, "driver", target), summarise(rows, "judge", target)
     mode = "closed loop" if args.strength is None else f"one shot at α = {args.strength}"
     print(f"scorer: {scorer.name} (width {scorer.width}, {scorer.precision}); {mode}\n")

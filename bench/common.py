@@ -238,15 +238,22 @@ class Process:
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 90.0) -> Process:
+    def launch(self) -> None:
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=REPO
             )
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        assert self.process is not None
         try:
             wait_listening(self.port, self.process, timeout)
         except RuntimeError as exc:
             raise RuntimeError(f"{self.name}: {exc}\n{self.log()[-3000:]}") from exc
+
+    def start(self, timeout: float = 90.0) -> Process:
+        self.launch()
+        self.wait_ready(timeout)
         return self
 
     @property
@@ -259,6 +266,10 @@ class Process:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def terminate(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -274,6 +285,22 @@ class Process:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextmanager
+def running(*processes: Process) -> Iterator[tuple[Process, ...]]:
+    """Start all at once (their start-ups overlap), stop all at the end."""
+    try:
+        for process in processes:
+            process.launch()
+        for process in processes:
+            process.wait_ready()
+        yield processes
+    finally:
+        for process in processes:  # signal all first: their shutdowns overlap too
+            process.terminate()
+        for process in reversed(processes):
+            process.stop()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -318,6 +345,9 @@ class Moodgate(Process):
         state.mkdir(parents=True, exist_ok=True)
         port = free_port()
         config = state / "moodgate.yaml"
+        # The parents' review page is no part of the proxy path, and its fixed default port
+        # would stop a second instance (the benchmarks run several).
+        settings = {"review_listen": "off", **settings}
         config.write_text(json.dumps(settings))  # JSON is YAML
         args = [PYTHON, "-m", "moodgate.cli", "serve", "--listen", f"127.0.0.1:{port}",
                 "--state-dir", str(state), "--config", str(config), "--debug-headers", "-q",

@@ -38,6 +38,7 @@ from common import (
     has_model,
     load_bench_slices,
     percentile,
+    running,
     table,
     temporary_corpus,
 )
@@ -82,7 +83,7 @@ def in_process(images: list[bytes], args: argparse.Namespace, budget: Budget) ->
         for scorer in scorers.values():
             score(scorer, frames_for_scoring(data, size=scorer.input_size)[1])
     for _ in range(args.repeats):
-        if budget.left() < 60:
+        if budget.left() < 20:
             break
         for data in images:
             for key, scorer in scorers.items():
@@ -116,17 +117,16 @@ def proxied(corpus, args: argparse.Namespace, budget: Budget) -> dict:  # type: 
     slices: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="moodgate-floor-") as work:
         work_dir = Path(work)
-        with (
-            OriginServer(corpus.root, work_dir / "origin.log") as origin,
-            MitmDump(work_dir / "mitm") as mitm,
-            Moodgate(work_dir / "moodgate", settings) as moodgate,
-        ):
+        origin = OriginServer(corpus.root, work_dir / "origin.log")
+        mitm = MitmDump(work_dir / "mitm")
+        moodgate = Moodgate(work_dir / "moodgate", settings)
+        with running(origin, mitm, moodgate):
             clients = {"mitm": Client(origin, mitm.port), "moodgate": Client(origin, moodgate.port)}
             for item in corpus.images:  # warm-up
                 for client in clients.values():
                     client.get(item)
             for repeat in range(args.repeats):
-                if budget.left() < 30:
+                if budget.left() < 10:
                     break
                 for index, item in enumerate(corpus.images):
                     order = ["mitm", "moodgate"]

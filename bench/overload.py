@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import queue
 import sqlite3
 import sys
@@ -41,6 +42,7 @@ from common import (
     has_model,
     percentile,
     plot,
+    running,
     table,
     temporary_corpus,
 )
@@ -72,7 +74,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit-s", type=float, default=600.0)
     args = parser.parse_args(argv)
     if args.quick:
-        args.images, args.phase_s, args.capacity_s, args.pool = 4, 1.0, 1.0, 8
+        args.images, args.phase_s, args.capacity_s, args.pool = 4, 0.5, 1.0, 8
     return args
 
 
@@ -87,15 +89,22 @@ def settings(args: argparse.Namespace, pinned: bool) -> dict[str, object]:
 
 
 def capacity(origin: OriginServer, images: list[Item], args: argparse.Namespace,
-             work: Path) -> float:  # fmt: skip
-    with Moodgate(work / "pinned", settings(args, pinned=True)) as pinned:
-        closed_loop(origin, pinned.port, images, 1, 30.0, len(images))  # warm-up
-        clients = 2 * (args.workers or 2)
+             work: Path, pinned: Moodgate | None = None) -> float:  # fmt: skip
+    """Images/s of moodgate pinned to the widest slice, closed loop, 2 clients per worker."""
+    clients = 2 * (args.workers or len(os.sched_getaffinity(0)))
+    if pinned is not None:
         results, wall = closed_loop(origin, pinned.port, images, clients, args.capacity_s,
                                     100_000)  # fmt: skip
+    else:
+        with Moodgate(work / "pinned", settings(args, pinned=True)) as own:
+            closed_loop(origin, own.port, images, 1, 30.0, len(images))  # warm-up
+            results, wall = closed_loop(origin, own.port, images, clients, args.capacity_s,
+                                        100_000)  # fmt: skip
     served = sum(r.ok for r in results)
     if not served:
-        raise SystemExit("the pinned proxy served nothing: cannot measure the capacity")
+        statuses = Counter(r.status for r in results)
+        raise SystemExit(f"the pinned proxy served nothing in {wall:.1f} s (statuses "
+                         f"{dict(statuses)}): cannot measure the capacity")  # fmt: skip
     return served / wall
 
 
@@ -158,17 +167,20 @@ def main(argv: list[str] | None = None) -> int:
             temporary_corpus(args.images, scale=scale) as corpus:  # fmt: skip
         work_dir = Path(work)
         images = corpus.images
-        with OriginServer(corpus.root, work_dir / "origin.log") as origin:
-            rate_c = capacity(origin, images, args, work_dir)
+        origin = OriginServer(corpus.root, work_dir / "origin.log")
+        moodgate = Moodgate(work_dir / "adaptive", settings(args, pinned=False))
+        with running(origin, moodgate):
+            closed_loop(origin, moodgate.port, images, 1, 30.0, len(images))  # warm-up
+            # Without a model there is one "slice": the adaptive proxy is the pinned one.
+            pinned = moodgate if not has_model(args.model_dir) else None
+            rate_c = capacity(origin, images, args, work_dir, pinned)
             rates = [rate_c * f for f in PHASES]
-            needed = args.phase_s * len(rates) + 60
+            needed = args.phase_s * len(rates) + 15
             if budget.left() < needed:
                 raise SystemExit(f"not enough time left for {needed:.0f} s of load")
-            with Moodgate(work_dir / "adaptive", settings(args, pinned=False)) as moodgate:
-                closed_loop(origin, moodgate.port, images, 1, 30.0, len(images))  # warm-up
-                sent, starts = open_loop(origin, moodgate.port, images, rates, args.phase_s,
-                                         args.pool)  # fmt: skip
-                time.sleep(1.5)  # the decision store writes in batches
+            sent, starts = open_loop(origin, moodgate.port, images, rates, args.phase_s,
+                                     args.pool)  # fmt: skip
+            time.sleep(1.0)  # the decision store writes in batches
             timeline = slice_timeline(moodgate.database)
     return report(args, rate_c, rates, sent, starts, timeline)
 

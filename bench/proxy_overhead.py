@@ -34,6 +34,7 @@ from common import (
     closed_loop,
     page_sequence,
     percentile,
+    running,
     table,
     temporary_corpus,
 )
@@ -111,11 +112,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             temporary_corpus(args.images, scale=scale) as corpus:  # fmt: skip
         work_dir = Path(work)
         sequence = page_sequence(corpus)
-        with (
-            OriginServer(corpus.root, work_dir / "origin.log") as origin,
-            MitmDump(work_dir / "mitm") as mitm,
-            Moodgate(work_dir / "moodgate", moodgate_settings(args)) as moodgate,
-        ):
+        origin = OriginServer(corpus.root, work_dir / "origin.log")
+        mitm = MitmDump(work_dir / "mitm")
+        moodgate = Moodgate(work_dir / "moodgate", moodgate_settings(args))
+        with running(origin, mitm, moodgate):
             ports = {"direct": None, "mitmdump": mitm.port, "moodgate": moodgate.port}
             pids = {"direct": origin, "mitmdump": mitm, "moodgate": moodgate}
             for variant in VARIANTS:  # warm up: connections, CA, model sessions

@@ -1,7 +1,8 @@
 """Every benchmark runs once on tiny sizes (`--quick`), so none can rot. Not timed tests: the
 numbers are ignored, only that each runs to the end and prints its table and ratios.
 
-An empty model dir makes them use the heuristic scorer, so they do not depend on the model.
+The four run at the same time (most of each is waiting on sockets and process start-up), and
+an empty model dir makes them use the heuristic scorer, so they do not depend on the model.
 """
 
 from __future__ import annotations
@@ -24,21 +25,34 @@ CASES = {
     "slices.py": ["ms/img 1 thr", "img/s"],
     "overload.py": ["capacity of the widest slice", "p95<=budget"],
 }
+PLOTS = ("slices.py", "overload.py")
 
 
-@pytest.mark.parametrize("script", sorted(CASES))
-def test_benchmark_runs_quick(script: str, tmp_path: Path) -> None:
+def test_every_benchmark_runs_quick(tmp_path: Path) -> None:
     models = tmp_path / "no-model"
     models.mkdir()
-    out = tmp_path / "out.json"
-    args = [sys.executable, str(REPO / "bench" / script), "--quick", "--model-dir", str(models),
-            "--json", str(out), "--limit-s", "50"]  # fmt: skip
-    if script in ("slices.py", "overload.py"):
-        args += ["--plot", str(tmp_path / "plot.png")]
-    result = subprocess.run(args, capture_output=True, text=True, timeout=55, cwd=REPO)
-    assert result.returncode == 0, result.stdout + result.stderr
-    for expected in CASES[script]:
-        assert expected in result.stdout, result.stdout
-    assert json.loads(out.read_text())
-    if script in ("slices.py", "overload.py"):
-        assert (tmp_path / "plot.png").stat().st_size > 1000
+    running = {}
+    for script in CASES:
+        out = tmp_path / f"{script}.json"
+        args = [sys.executable, str(REPO / "bench" / script), "--quick",
+                "--model-dir", str(models), "--json", str(out), "--limit-s", "50"]  # fmt: skip
+        if script in PLOTS:
+            args += ["--plot", str(tmp_path / f"{script}.png")]
+        running[script] = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO
+        )
+    outputs = {}
+    try:
+        for script, process in running.items():
+            outputs[script] = process.communicate(timeout=55)[0]
+            assert process.returncode == 0, f"{script}:\n{outputs[script]}"
+    finally:
+        for process in running.values():
+            if process.poll() is None:
+                process.kill()
+    for script, expected in CASES.items():
+        for text in expected:
+            assert text in outputs[script], f"{script}:\n{outputs[script]}"
+        assert json.loads((tmp_path / f"{script}.json").read_text())
+        if script in PLOTS:
+            assert (tmp_path / f"{script}.png").stat().st_size > 1000

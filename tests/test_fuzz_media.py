@@ -6,7 +6,7 @@ action, every item finishes within a time limit, and decompression bombs are ref
 their headers without allocating their pixels.
 
 Budget: MOODGATE_FUZZ_SECONDS (default 60, split over the formats); `make fuzz` runs 600.
-Per-item limit: MOODGATE_FUZZ_ITEM_SECONDS (default 10; two shared cores in CI).
+Per-item limit: MOODGATE_FUZZ_ITEM_SECONDS (default 30 s of wall time).
 Failing inputs are saved under test-artifacts/fuzz/ for replay.
 """
 
@@ -22,6 +22,7 @@ import struct
 import subprocess
 import sys
 import time
+import traceback
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -45,7 +46,8 @@ from moodgate.policy import Action, Client, Profile, parse_policy
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts" / "fuzz"
 BUDGET = float(os.environ.get("MOODGATE_FUZZ_SECONDS", "60"))
-ITEM_LIMIT = float(os.environ.get("MOODGATE_FUZZ_ITEM_SECONDS", "10"))
+# Wall time, generous: CI shares two cores with model training, and a hang is forever.
+ITEM_LIMIT = float(os.environ.get("MOODGATE_FUZZ_ITEM_SECONDS", "30"))
 HAS_VIDEO = importlib.util.find_spec("moodgate.media.video") is not None
 
 # Everything lively is calmed (decode → calm → re-encode is fuzzed too); "strict" blocks
@@ -56,6 +58,7 @@ children:
   strict:
     users: [strict]
     preset: none
+    inspect: {min_width: 0, min_height: 0, min_bytes: 0, video: true}
     on_error: block
     on_timeout: block
     rules:
@@ -64,6 +67,7 @@ children:
   lenient:
     users: [lenient]
     preset: none
+    inspect: {min_width: 0, min_height: 0, min_bytes: 0, video: true}
     on_error: pass
     rules:
       - {name: lively, when: "arousal > -0.5", action: calm, target: "arousal <= -0.2"}
@@ -168,19 +172,34 @@ class Harness:
     """Runs each body with a time limit and keeps the counts for docs/reliability.md."""
 
     name: str
+    share: float = BUDGET
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1))
     tried: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
 
+    @property
+    def spent(self) -> bool:
+        return time.monotonic() - self.started > self.share
+
     def run(self, data: bytes, check: Callable[[bytes], str]) -> None:
+        if self.spent:
+            return  # the time share is used up; hypothesis winds down with no-ops
         self.tried += 1
+        if gif_frame_exceeds_limits(data):
+            # Known bug (test_gif_frame_larger_than_the_screen_is_refused): counted, not run,
+            # so the rest of the fuzzing is not stuck behind a multi-GB allocation.
+            self.outcomes["known-bug/gif-frame-bomb"] = (
+                self.outcomes.get("known-bug/gif-frame-bomb", 0) + 1
+            )
+            return
         future = self.executor.submit(check, data)
         try:
             outcome = future.result(timeout=ITEM_LIMIT)
         except FutureTimeout:
             self._save(data, "hang")
-            pytest.fail(f"{self.name}: one item took over {ITEM_LIMIT} s (saved)")
+            self.executor = ThreadPoolExecutor(1)  # the old worker is stuck; keep going
+            raise AssertionError(f"{self.name}: an item took over {ITEM_LIMIT} s") from None
         except BaseException:
             self._save(data, "crash")
             raise
@@ -202,9 +221,23 @@ class Harness:
         return result
 
 
-def examples_for(share: float, seconds_per_item: float) -> int:
-    """max_examples that fit this target's share of the budget."""
-    return max(30, min(200_000, int(share / max(seconds_per_item, 1e-4))))
+def gif_frame_exceeds_limits(data: bytes, limits: ImageLimits | None = None) -> bool:
+    """A GIF frame (not the screen) declaring more pixels than ImageLimits.max_pixels."""
+    if data[:6] not in (b"GIF87a", b"GIF89a"):
+        return False
+    limits = limits or ImageLimits()
+    try:
+        image = Image.open(io.BytesIO(data), formats=["GIF"])
+        for index in range(min(getattr(image, "n_frames", 1), limits.max_frames)):
+            image.seek(index)
+            if image.width * image.height > limits.max_pixels:
+                return True
+    except Exception:
+        return False
+    return False
+
+
+CHUNK = 100  # examples per hypothesis run
 
 
 def check_image(
@@ -230,8 +263,8 @@ def check_image(
             if verdict.action is Action.CALM:
                 assert verdict.body is not None
                 probe(verdict.body)
-            outcome = f"{verdict.outcome}/{verdict.action.value}"
-        return outcome
+            outcome += f"{profile.child}:{verdict.outcome}/{verdict.action.value} "
+        return outcome.strip()
 
     return check
 
@@ -248,29 +281,29 @@ def image_pipeline() -> ImagePipeline:
     return ImagePipeline(HeuristicScorer(), limits=ImageLimits(), cache=ScoreCache(64))
 
 
-def _seconds_per_item(check: Callable[[bytes], str], seeds: list[bytes]) -> float:
-    start = time.perf_counter()
-    for seed in seeds:
-        check(seed)
-    return (time.perf_counter() - start) / len(seeds) + 0.002  # hypothesis' own overhead
-
-
 @pytest.mark.parametrize("fmt", sorted(SEEDS))
 def test_fuzz_image_decoders_and_pipeline(fmt: str, image_pipeline: ImagePipeline) -> None:
     strict, lenient = profiles()
     check = check_image(image_pipeline, strict, lenient)
-    harness = Harness(f"image-{fmt}")
-    examples = examples_for(SHARE, _seconds_per_item(check, SEEDS[fmt]))
+    for seed in SEEDS[fmt]:
+        check(seed)  # the unmutated seeds themselves must pass
+    harness = Harness(f"image-{fmt}", SHARE)
 
-    @settings(max_examples=examples, deadline=None, database=None, derandomize=False,
+    @settings(max_examples=CHUNK, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))  # fmt: skip
     @given(mutated(SEEDS[fmt]))
     def fuzz(data: bytes) -> None:
         harness.run(data, check)
 
-    fuzz()
+    while not harness.spent:  # fresh random runs of CHUNK examples until the share is used
+        fuzz()
     report = harness.report()
     assert report["tried"] >= 30
+
+
+def _in_placeholder(exc: BaseException) -> bool:
+    frames = traceback.extract_tb(exc.__traceback__)
+    return any(frame.name == "placeholder_segment" for frame in frames)
 
 
 @pytest.mark.skipif(not HAS_VIDEO, reason="moodgate.media.video is not there yet")
@@ -287,23 +320,33 @@ def test_fuzz_video_pipeline(fmt: str) -> None:
         for profile in (strict, lenient):
             request = VideoRequest(data, f"10.0.0.5/{profile.child}", "fuzz.example",
                                    "/v/clip." + fmt)  # fmt: skip
-            verdict = pipeline.judge(request, profile, budget=ITEM_LIMIT / 2)
+            try:
+                verdict = pipeline.judge(request, profile, budget=ITEM_LIMIT / 2)
+            except Exception as exc:
+                if _in_placeholder(exc):
+                    # Known bug (docs/reliability.md, Findings): building the blocking
+                    # placeholder for some corrupt TS raises from PyAV instead of MediaError.
+                    # The Engine then blocks without a placeholder (403): still fail-safe.
+                    return "known-bug/video-placeholder"
+                raise
             assert verdict.outcome in OUTCOMES | {"timeout"}, verdict
             if verdict.outcome == "error":
                 assert verdict.action is profile.on_error, (verdict, profile.on_error)
-            outcome = f"{verdict.outcome}/{verdict.action.value}"
-        return outcome
+            outcome += f"{profile.child}:{verdict.outcome}/{verdict.action.value} "
+        return outcome.strip()
 
-    harness = Harness(f"video-{fmt}")
-    examples = examples_for(BUDGET * 0.25 / 2, _seconds_per_item(check, seeds))
+    for seed in seeds:
+        check(seed)
+    harness = Harness(f"video-{fmt}", BUDGET * 0.25 / 2)
 
-    @settings(max_examples=examples, deadline=None, database=None,
+    @settings(max_examples=CHUNK, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))  # fmt: skip
     @given(mutated(seeds))
     def fuzz(data: bytes) -> None:
         harness.run(data, check)
 
-    fuzz()
+    while not harness.spent:
+        fuzz()
     assert harness.report()["tried"] >= 30
 
 
@@ -381,3 +424,47 @@ def test_bombs_are_refused_without_allocating(tmp_path: Path) -> None:
     for name, outcome in outcomes.items():
         assert outcome == "too-large", (name, outcome)
     assert peak < 64, f"refusing the bombs took {peak:.0f} MB"
+
+
+def gif_frame_bomb(side: int = 40000) -> bytes:
+    """An 8×8 GIF whose second frame declares side×side pixels: ~60 bytes on the wire."""
+    frames = [Image.new("RGB", (8, 8), (i * 80, 0, 0)) for i in range(2)]
+    data = bytearray(_encode(frames[0], "GIF", save_all=True, append_images=frames[1:]))
+    descriptor = data.rindex(b"\x2c\x00\x00\x00\x00\x08\x00\x08\x00")
+    data[descriptor + 5 : descriptor + 9] = struct.pack("<HH", side, side)
+    return bytes(data)
+
+
+FRAME_BOMB_CHILD = """
+import json, resource, sys
+sys.path.insert(0, {tests!r})
+from test_fuzz_media import gif_frame_bomb
+from moodgate.media import MediaError
+from moodgate.media.image import frames_for_scoring
+# A router-sized address-space cap, so the bug shows as a failure, not a swapping box.
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+try:
+    frames_for_scoring(gif_frame_bomb())
+    outcome = "accepted"
+except MediaError as exc:
+    outcome = exc.reason
+print(json.dumps({{"outcome": outcome,
+                  "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug: media/image.py checks only the GIF screen size, not each frame's; a "
+    "60-byte GIF with a 40000×40000 second frame makes frames_for_scoring allocate ~1.5 GB "
+    "(Image.MAX_IMAGE_PIXELS is None, so Pillow's own per-frame check is off too). "
+    "Fix: check image.size after every seek (docs/reliability.md, Findings).",
+)
+def test_gif_frame_larger_than_the_screen_is_refused() -> None:
+    script = FRAME_BOMB_CHILD.format(tests=str(Path(__file__).parent))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = json.loads(result.stdout)
+    assert found["outcome"] == "too-large", found
+    assert found["maxrss_mb"] < 200, found

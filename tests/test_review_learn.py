@@ -216,3 +216,32 @@ def test_labels_of_another_child_or_without_scores_are_ignored(
     report = learner_for(Settings(state_dir=tmp_path), lambda: policy).refit("mia")
     assert report.labels == 0 and report.rules == {}
     assert not (tmp_path / "learnt" / "mia.json").exists()
+
+
+def test_engine_applies_learnt_adjustments_and_schedules_the_refit(tmp_path: Path) -> None:
+    from moodgate.engine import Engine
+    from moodgate.policy import Client
+
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(POLICY)
+    settings = Settings(state_dir=tmp_path, policy=policy_file, scorer="heuristic",
+                        review_listen=None, workers=1)  # fmt: skip
+    engine = Engine(settings)
+    try:
+        mia = Client("192.168.1.23", user="mia")
+        item = Emotion(0.4, 0.35)
+        assert engine.profile(mia).decide(item).action is Action.PASS
+        AdjustmentFiles(tmp_path).save(ChildAdjustment("mia", {"lively": (-0.3,)}, 40))
+        engine.review.learnt.reload()  # the engine also notices by itself within 2 s
+        assert engine.profile(mia).decide(item).action is Action.CALM
+        engine.review.start(engine.scheduler)
+        assert {"nightly:preference-refit", "nightly:thumbnail-purge"} <= set(
+            engine.scheduler.job_ids()
+        )
+        assert engine.review.server is None  # review_listen empty: no page
+        # The nightly job refits only children with labels; none here, so nothing changes.
+        assert engine.review.refit() == []
+        assert engine.profile(mia).decide(item).action is Action.CALM
+    finally:
+        engine.review.stop()
+        engine.executor.shutdown(wait=False)

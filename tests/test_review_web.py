@@ -253,3 +253,21 @@ def test_export_ratings_is_a_training_manifest(tmp_path: Path) -> None:
     assert samples[0].valence == pytest.approx(-0.7) and samples[0].arousal == pytest.approx(0.6)
     assert samples[0].path.exists() and samples[0].category == "mia"
     assert max(Image.open(samples[0].path).size) <= 128
+
+
+def test_a_database_from_before_uids_and_labels_is_migrated(tmp_path: Path) -> None:
+    import sqlite3
+
+    from moodgate.record.store import open_database
+
+    database = tmp_path / "decisions.sqlite"
+    with sqlite3.connect(database) as db:
+        db.execute("create table decisions (id integer primary key, time text, child text)")
+        db.execute("insert into decisions (time, child) values ('2026-01-01T00:00:00', 'mia')")
+    migrated = open_database(database)
+    try:
+        assert "uid" in migrated["decisions"].columns_dict
+        assert "labels" in migrated.table_names()
+        assert migrated["decisions"].count == 1
+    finally:
+        migrated.conn.close()

@@ -269,3 +269,16 @@ def test_status_json_of_a_stopped_daemon(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["status", "--json", "--state-dir", str(tmp_path)])
     assert result.exit_code == 3
     assert json.loads(result.output)["running"] is False
+
+
+def test_allow_public_in_config_still_needs_proxy_auth(tmp_path: Path) -> None:
+    config = tmp_path / "moodgate.yaml"
+    config.write_text("listen_host: 8.8.8.8\nallow_public: true\n")
+    runner = CliRunner()
+    args = ["serve", "--config", str(config), "--state-dir", str(tmp_path / "s")]
+    result = runner.invoke(main, [*args, "--set", "proxyauth=any"])
+    assert result.exit_code == 1 and "proxy authentication is off" in result.output
+    # "any" in the config file is no authentication either.
+    config.write_text("listen_host: 8.8.8.8\nallow_public: true\nproxyauth: any\n")
+    result = runner.invoke(main, [*args])
+    assert result.exit_code == 1 and "proxy authentication is off" in result.output

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import av
 import pytest
-import video_factory as vf
 from PIL import Image, ImageOps
 
+import video_factory as vf
 from moodgate.media import MediaError, MediaKind, segments, video
 from moodgate.media.video import Deadline, Sampling
 
@@ -57,6 +57,13 @@ def test_sparse_sampling_skips_most_of_each_gop() -> None:
     assert clip.decoded < clip.info.frames / 3  # a burst per GOP, not all 100 frames
 
 
+def test_gops_without_a_sampling_instant_are_not_decoded() -> None:
+    data = vf.mp4("calm", seconds=4.0, gop=25)  # a keyframe every second
+    clip = video.sample(data, MediaKind.MP4, Sampling(fps=0.5, burst=8))
+    assert clip.times == pytest.approx([0.0, 2.0])
+    assert clip.decoded <= 2 * 12  # two bursts (plus the decoder's frame-thread delay)
+
+
 def test_a_long_gop_is_decoded_as_far_as_the_rate_needs() -> None:
     clip = video.sample(vf.mp4("calm", seconds=4.0, gop=100), MediaKind.MP4, Sampling(fps=1.0))
     assert clip.times == pytest.approx([0.0, 1.0, 2.0, 3.0], abs=0.05)
@@ -70,7 +77,7 @@ def test_scoring_frames_are_reduced() -> None:
 
 @pytest.mark.parametrize("make,kind", [(vf.mpegts, MediaKind.MPEGTS), (vf.webm, MediaKind.WEBM)])
 def test_sampling_other_containers(make, kind) -> None:
-    clip = video.sample(make("calm", seconds=2.0), kind)
+    clip = video.sample(make("calm", seconds=2.0), kind, Sampling(fps=1.0))
     assert clip.info.kind is kind and (clip.info.width, clip.info.height) == (160, 90)
     assert len(clip.frames) == 2
 
@@ -98,7 +105,8 @@ def test_motion_term_separates_still_moving_cutting_and_flashing() -> None:
 def test_motion_ignores_pairs_that_are_not_consecutive() -> None:
     # One keyframe a second and a short burst: only neighbours inside a burst are compared,
     # never the last frame of one burst with the keyframe of the next GOP.
-    clip = video.sample(vf.mp4("flashing", seconds=2.0), MediaKind.MP4, Sampling(burst=2))
+    clip = video.sample(vf.mp4("flashing", seconds=2.0), MediaKind.MP4,
+                        Sampling(fps=1.0, burst=2))
     assert clip.decoded < clip.info.frames / 2
     assert clip.motion.seconds == pytest.approx((clip.decoded - 2) / 25.0)
 

@@ -42,7 +42,7 @@ class Settings:
     deadline_ms: int = 3000
     # Video: a whole segment or file is decoded, scored and maybe re-encoded (docs/video.md).
     video_deadline_ms: int = 10000
-    video_sample_fps: float = 1.0  # at most this many scored frames per second of video
+    video_sample_fps: float = 0.5  # at most this many scored frames per second of video
     video_max_frames: int = 32  # per file or segment
     video_hold_segments: int = 2  # hysteresis: milder segments before a stream relaxes
     # p95 added latency per image the slice choice aims for (runtime.py); a router's default.

@@ -29,8 +29,8 @@ from moodgate.emotion.base import aggregate
 from moodgate.media import MediaError, MediaKind, segments, sniff, video
 from moodgate.media.image import sample_indices
 from moodgate.media.video import (
+    ColourMapping,
     Deadline,
-    FrameMap,
     Motion,
     SampledClip,
     Sampling,
@@ -202,12 +202,13 @@ class CalmPlan:
     alpha: float
     reached: bool
     after: Emotion
-    frame_map: FrameMap
+    mapping: ColourMapping
 
 
 class VideoCalmer:
     """Runs the image Calmer's closed loop on sampled frames to choose α and the style blend,
-    then rebuilds the same CalmTransform and LUT so each video frame costs one blur-and-LUT."""
+    then rebuilds the same CalmTransform, LUT and softening so each video frame costs one
+    blur-mix and one LUT pass (done by FFmpeg's filters, see media.video.ColourMapping)."""
 
     def __init__(self, calmer: Calmer) -> None:
         self.calmer = calmer
@@ -229,12 +230,16 @@ class VideoCalmer:
         transform = CalmTransform(stats, blend.stats, self.calmer.settings)
         alpha = outcome.alpha
         lut = transform.lut(alpha)
+        # What CalmTransform.apply_with does at full size: σ grows with frame ÷ thumbnail.
         scale = full_width / max(1, thumbs[0].width)
-
-        def frame_map(frame: Image.Image) -> Image.Image:
-            return transform.apply_with(frame, alpha, lut, scale)
-
-        return CalmPlan(alpha, outcome.reached, outcome.after, frame_map)
+        settings = self.calmer.settings
+        mapping = ColourMapping(
+            size=settings.lut_size,
+            table=tuple(float(v) for v in lut.table),
+            blur_sigma=settings.soften_radius * scale,
+            blur_amount=alpha * settings.soften,
+        )
+        return CalmPlan(alpha, outcome.reached, outcome.after, mapping)
 
 
 @dataclass
@@ -353,7 +358,7 @@ class VideoPipeline:
                 verdict.rule = f"{decision.rule}/unreached"
                 verdict.body = self._placeholder(body, kind, init, segment, deadline)
             elif plan.alpha > 0.0:
-                verdict.body = video.recode(body, kind, plan.frame_map, init=init,
+                verdict.body = video.recode(body, kind, plan.mapping, init=init,
                                             limits=self.settings.limits, deadline=deadline)
         return verdict
 

@@ -111,10 +111,12 @@ class Calmer:
         work = [_work_mode(f) for f in originals]
         picks = sample_indices(len(work), SAMPLED_FRAMES)
         thumbs = [thumbnail(work[i]) for i in picks]
-        scale = max(work[0].size) / max(thumbs[0].size)
-        image_stats = measure([np.asarray(t) for t in thumbs])
         if before is None:
             before = score(self.scorer, [_flatten(t) for t in thumbs])
+        if strength is None and target.reached(before):
+            return CalmOutcome([f.copy() for f in originals], 0.0, before, before, True)
+        scale = max(work[0].size) / max(thumbs[0].size)
+        image_stats = measure([np.asarray(t) for t in thumbs])
         blend = self.selector.blend(image_stats, target, self.styles.styles)
         transform = CalmTransform(image_stats, blend.stats, self.settings.for_target(target))
 
@@ -126,10 +128,6 @@ class Calmer:
                 originals, work, transform, alpha, lut, scale, before, after, target, blend
             )
 
-        if target.reached(before):
-            return CalmOutcome(
-                [f.copy() for f in originals], 0.0, before, before, True, blend.weights
-            )
         aim = VATarget(
             None if target.arousal_at_most is None else target.arousal_at_most - self.margin,
             None if target.valence_at_least is None else target.valence_at_least + self.margin,

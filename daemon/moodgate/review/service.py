@@ -82,8 +82,10 @@ class ReviewService:
         server = ReviewServer(make_app(context), listen)  # ValueError: not a LAN address
         try:
             server.start()
-        except OSError as exc:  # the filter matters more than the page: keep filtering
-            log.error("review page not started on %s: %s", listen, exc)
+        except OSError as exc:
+            # The filter matters more than the page: keep filtering. A warning, not an
+            # error: mitmproxy exits on any error logged while it starts.
+            log.warning("review page not started on %s: %s", listen, exc)
             return
         self.server = server
 

@@ -81,7 +81,8 @@ class ThumbnailStore:
             thumb = make_thumbnail(data) if data and path else None
             if thumb is None or path is None:
                 continue
-            self.directory.mkdir(parents=True, exist_ok=True)
+            # What the children were shown: private to the daemon's user, like the database.
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(thumb)
             tmp.replace(path)

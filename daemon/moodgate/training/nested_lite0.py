@@ -6,7 +6,7 @@ Nested dimensions (all ordered, so a narrower model is a prefix of a wider one):
   * depth: residual MBConv blocks of a stage are dropped from the end;
   * bits: 8-bit per-output-channel weight codes, lower bit-widths = top bits of the code;
   * input resolution (224/192/160/128).
-The trunk (stem, stages 0–1 = blocks 0–2, ~21 % of MACs at 224) is frozen with its ImageNet BN
+The trunk (stem, stages 0–2 = blocks 0–4, ~31 % of MACs at 224) is frozen with its ImageNet BN
 statistics and never cut in width, only in resolution: it is the high-resolution part where
 fine-tuning costs the most CPU time, its outputs can be cached per resolution, and low-level
 filters transfer as they are. Everything after it is fine-tuned and nested.
@@ -72,7 +72,7 @@ STAGES = sorted({b.stage for b in BLOCKS})
 STAGE_BLOCKS = {s: [i for i, b in enumerate(BLOCKS) if b.stage == s] for s in STAGES}
 STAGE_DEPTH = {s: len(v) for s, v in STAGE_BLOCKS.items()}
 # Blocks [0, TRUNK) are frozen, full width, and use their pretrained BN statistics.
-TRUNK = 3
+TRUNK = 5
 # Features for the regressor: mean+max pooled outputs of these stages.
 TAP_STAGES = (3, 4, 5, 6)
 TRUNK_BN = {"bn0"} | {f"b{i}.bn{j}" for i in range(TRUNK) for j in range(3)}

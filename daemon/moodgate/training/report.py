@@ -101,3 +101,20 @@ def render_curves(rows: Sequence[dict], torch_fp32: dict[float, dict], path: Pat
 
 def eval_summary(rows: Sequence[dict]) -> str:
     return json.dumps(rows, indent=1)
+
+
+def build_eval_assets(data: list[str], model_dir: Path) -> tuple[list[dict], str]:
+    """Run the torch-free evaluation, write eval.json + accuracy_mflops.png into model_dir."""
+    from moodgate.emotion.evaluate import evaluate, format_table
+
+    model_dir = Path(model_dir)
+    rows = evaluate(data, model_dir)
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    torch_fp32 = {
+        s["mflops"]: s["val_fp32_torch"]
+        for s in manifest["slices"]
+        if s["precision"] == "int8" and s.get("val_fp32_torch")
+    }
+    render_curves(rows, torch_fp32, model_dir / "accuracy_mflops.png")
+    (model_dir / "eval.json").write_text(json.dumps(rows, indent=1) + "\n")
+    return rows, format_table(rows)
