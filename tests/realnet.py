@@ -173,6 +173,9 @@ class Proxy:
             "--state-dir", str(state_dir),
             "--debug-headers",
         ]  # fmt: skip
+        if not any("moodgate_review_listen" in arg for arg in extra or []):
+            # Many test proxies run at once: none takes the review page's fixed port.
+            args += ["--set", "moodgate_review_listen=off"]
         if policy is not None:
             args += ["--policy", str(policy)]
         if upstream_ca is not None:

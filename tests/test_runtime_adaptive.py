@@ -152,3 +152,35 @@ def test_engine_runs_adaptive_and_records_the_slice(
     with sqlite3.connect(settings.database) as db:
         row = db.execute("SELECT scorer, model_width, precision FROM decisions").fetchone()
     assert row == ("nested", verdict.model_width, verdict.precision)
+
+
+def test_shedding_is_off_unless_asked() -> None:
+    scorer, _ = adaptive([0])
+    scorer.selector.level = len(scorer.selector.ladder) - 1
+    assert not scorer.shed(10_000)
+    scorer.shed_overload = True
+    assert scorer.shed(10_000) and not scorer.shed(1)
+    assert scorer.state()["shed"] == 1
+
+
+def test_engine_sheds_to_on_timeout_when_saturated(
+    tmp_path: Path, media, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moodgate.engine import Engine, MediaResponse
+
+    write_manifest(tmp_path / "models")
+    monkeypatch.setattr(runtime_build, "load_nested_slice", FakeLoader())
+    settings = Settings(state_dir=tmp_path / "state", model_dir=tmp_path / "models",
+                        shed_overload=True)  # fmt: skip
+    engine = Engine(settings)
+    assert engine.adaptive is not None
+    engine.adaptive.selector.level = len(engine.adaptive.selector.ladder) - 1
+    engine.in_flight = 10_000  # a queue no slice could clear within the budget
+    engine.start()
+    try:
+        response = MediaResponse(Client("10.0.0.5", None), "x.org", "/a.jpg", "image/jpeg",
+                                 media["calm.jpg"])  # fmt: skip
+        verdict = asyncio.run(engine.judge(response))
+    finally:
+        engine.stop()
+    assert verdict.outcome == "timeout" and verdict.error.startswith("shed")

@@ -152,3 +152,12 @@ def test_sustained_rate_the_slice_cannot_carry_steps_down_and_stays_down() -> No
         clock.advance(0.2)
         sel.update(in_flight=1)
     assert sel.current.label == "w1/fp32"
+
+
+def test_saturated_only_on_the_narrowest_rung_over_budget() -> None:
+    sel, _ = selector()
+    assert not sel.saturated(in_flight=200)  # still on the widest: slicing has room
+    sel.update(in_flight=200)
+    assert sel.current.label == "w0.12/int8"
+    assert sel.saturated(in_flight=200)
+    assert not sel.saturated(in_flight=2)

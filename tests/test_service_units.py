@@ -282,3 +282,9 @@ def test_allow_public_in_config_still_needs_proxy_auth(tmp_path: Path) -> None:
     config.write_text("listen_host: 8.8.8.8\nallow_public: true\nproxyauth: any\n")
     result = runner.invoke(main, [*args])
     assert result.exit_code == 1 and "proxy authentication is off" in result.output
+
+
+def test_reload_refuses_a_stale_pid_file(tmp_path: Path) -> None:
+    (tmp_path / "moodgate.pid").write_text("1\n")  # pid 1 is not moodgate
+    result = CliRunner().invoke(main, ["reload", "--state-dir", str(tmp_path)])
+    assert result.exit_code == 1 and "not a running moodgate" in result.output

@@ -323,3 +323,78 @@ def test_over_budget_applies_on_timeout(tmp_path, library) -> None:
         found = segment_rows(proxy, "strictkid", "/flash/seg001", 1)
         assert found[-1]["outcome"] == "timeout" and found[-1]["rule"] == "strictkid/on_timeout"
         assert segment_rows(proxy, "calmkid", "/flash/seg001", 1)[-1]["outcome"] == "timeout"
+
+
+class RangeOrigin:
+    """An origin that honours Range (206), as real video servers do."""
+
+    def __init__(self, body: bytes) -> None:
+        import http.server
+        import threading
+
+        self.seen: list[str | None] = []
+        origin = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                wanted = self.headers.get("Range")
+                origin.seen.append(wanted)
+                start = int(wanted.split("=")[1].split("-")[0]) if wanted else 0
+                self.send_response(206 if wanted else 200)
+                self.send_header("Content-Type", "video/mp4")
+                self.send_header("Content-Length", str(len(body) - start))
+                self.send_header("Accept-Ranges", "bytes")
+                if wanted:
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                self.end_headers()
+                self.wfile.write(body[start:])
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def fetch_range(proxy: Proxy, user: str, url: str, first: int) -> tuple[int, dict[str, str], bytes]:
+    import urllib.error
+    import urllib.request
+
+    handler = urllib.request.ProxyHandler({"http": f"http://{user}:pw@127.0.0.1:{proxy.port}"})
+    request = urllib.request.Request(url, headers={"Range": f"bytes={first}-",
+                                                   "Accept-Encoding": "identity"})
+    try:
+        with urllib.request.build_opener(handler).open(request, timeout=30) as response:
+            return response.status, _lower(response.headers.items()), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, _lower(error.headers.items()), error.read()
+
+
+def _lower(items: object) -> dict[str, str]:
+    return {key.lower(): value for key, value in items}  # type: ignore[attr-defined]
+
+
+def test_a_player_opening_with_range_gets_the_judged_file(stack, library) -> None:
+    proxy, _ = stack
+    origin = RangeOrigin(library["/flash.mp4"])
+    try:
+        status, headers, body = fetch_range(proxy, "calmkid", origin.url("/movie.mp4"), 0)
+        assert origin.seen[-1] is None  # the proxy asked for the whole file
+        assert status == 200 and headers["x-moodgate"].startswith("calm;")
+        assert headers["accept-ranges"] == "none" and body != library["/flash.mp4"]
+        # Seeking later in the file is a partial answer: passed as it is.
+        status, _, body = fetch_range(proxy, "calmkid", origin.url("/movie.mp4"), 1000)
+        assert origin.seen[-1] == "bytes=1000-"
+        assert status == 206 and body == library["/flash.mp4"][1000:]
+    finally:
+        origin.close()

@@ -113,6 +113,19 @@ class Moodgate:
             self.engine.stop()
             self.engine = None
 
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """Players open progressive video with `Range: bytes=0-`; the 206 answer would pass
+        unjudged. Asking for the whole file instead (a server may always answer 200) lets it
+        be judged; later ranges (seeking) still pass as they are."""
+        engine, request = self.engine, flow.request
+        if engine is None or request.headers.get("range", "").replace(" ", "") != "bytes=0-":
+            return
+        if not request.path.split("?", 1)[0].lower().endswith(_PROGRESSIVE_VIDEO):
+            return
+        if engine.profile(_client(flow)).inspect.video:
+            request.headers.pop("range", None)
+            request.headers.pop("if-range", None)
+
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         """Video too large to buffer (or of unknown size) is streamed through and passed."""
         engine, response = self.engine, flow.response
@@ -163,6 +176,9 @@ class Moodgate:
             )
         )
         _apply(flow, verdict, engine.settings.debug_headers)
+
+
+_PROGRESSIVE_VIDEO = (".mp4", ".m4v", ".mov", ".webm", ".mkv")
 
 
 def _is_media(kind: MediaKind | None) -> bool:

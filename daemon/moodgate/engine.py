@@ -122,6 +122,8 @@ class Engine:
         loop = asyncio.get_running_loop()
         self.in_flight += 1
         try:
+            if self.adaptive is not None and self.adaptive.shed(self.in_flight):
+                raise TimeoutError("shed: even the narrowest slice would miss the latency budget")
             future = loop.run_in_executor(
                 self.executor,
                 self._work,
@@ -131,11 +133,9 @@ class Engine:
                 response.claimed_kind,
             )
             verdict = await asyncio.wait_for(future, self.settings.deadline_ms / 1000.0)
-        except TimeoutError:
-            verdict = self.pipeline.fallback(
-                profile, "timeout", f"no decision within {self.settings.deadline_ms} ms",
-                response.claimed_kind,
-            )  # fmt: skip
+        except TimeoutError as exc:
+            reason = str(exc) or f"no decision within {self.settings.deadline_ms} ms"
+            verdict = self.pipeline.fallback(profile, "timeout", reason, response.claimed_kind)
         except Exception as exc:  # a bug in a stage must not break the family's internet
             log.exception("pipeline failed for %s", response.host)
             verdict = self.pipeline.fallback(

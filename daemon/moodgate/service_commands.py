@@ -66,6 +66,11 @@ def reload_command(config: Path | None, state_dir: Path | None, use_systemd: boo
     """Make the running daemon re-read its policy now (SIGHUP)."""
     settings = _state_dir(config, state_dir)
     pid = None if use_systemd else PidFile(settings.state_dir).read()
+    if pid is not None and not _is_moodgate(pid):
+        # A stale pid file after a crash: that pid may belong to something else by now.
+        raise click.ClickException(
+            f"pid {pid} in {settings.state_dir / 'moodgate.pid'} is not a running moodgate"
+        )
     if pid is not None:
         try:
             os.kill(pid, signal.SIGHUP)
@@ -88,6 +93,14 @@ def reload_command(config: Path | None, state_dir: Path | None, use_systemd: boo
     if result.returncode:
         raise click.ClickException(f"systemctl reload moodgate: {result.stderr.strip()}")
     click.echo("systemctl reload moodgate: done")
+
+
+def _is_moodgate(pid: int) -> bool:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"moodgate" in command
 
 
 @click.command("status")

@@ -29,6 +29,7 @@ class AdaptiveScorer:
         slices: Mapping[SliceKey, Scorer],
         selector: SliceSelector,
         in_flight: Callable[[], int] = lambda: 0,
+        shed_overload: bool = False,
     ) -> None:
         missing = [rung.label for rung in selector.ladder if rung.key not in slices]
         if missing:
@@ -36,6 +37,8 @@ class AdaptiveScorer:
         self.slices = dict(slices)
         self.selector = selector
         self.in_flight = in_flight
+        self.shed_overload = shed_overload
+        self.shed_count = 0
         self._lock = threading.Lock()
 
     @property
@@ -64,6 +67,16 @@ class AdaptiveScorer:
             rung = self.selector.update(self.in_flight())
         return self.slices[rung.key]
 
+    def shed(self, in_flight: int) -> bool:
+        """Whether to skip scoring an arriving item (only when shedding is switched on)."""
+        if not self.shed_overload:
+            return False
+        with self._lock:
+            if self.selector.saturated(in_flight):
+                self.shed_count += 1
+                return True
+        return False
+
     def score_frames(self, frames: Sequence[np.ndarray]) -> list[Emotion]:
         return self.pick().score_frames(frames)
 
@@ -79,4 +92,4 @@ class AdaptiveScorer:
 
     def state(self) -> dict[str, Any]:
         with self._lock:
-            return self.selector.state()
+            return {**self.selector.state(), "shed": self.shed_count}

@@ -88,7 +88,7 @@ def adaptive_scorer(
     extra = {"clock": clock} if clock is not None else {}
     selector = SliceSelector(ladder, settings.latency_budget_ms, settings.worker_count, **extra)
     kept = {rung.key: slices.scorers[rung.key] for rung in ladder}
-    return AdaptiveScorer(kept, selector, in_flight)
+    return AdaptiveScorer(kept, selector, in_flight, settings.shed_overload)
 
 
 def wants_adaptive(settings: Settings) -> bool:

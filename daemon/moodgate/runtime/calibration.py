@@ -149,7 +149,9 @@ class SliceTiming:
 class CalibrationTable:
     identity: MachineIdentity
     slices: list[SliceTiming]
-    measured_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    measured_at: str = field(
+        default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds")
+    )
     seconds: float = 0.0  # how long measuring took
 
     def to_json(self) -> dict[str, Any]:

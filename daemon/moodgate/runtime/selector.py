@@ -136,6 +136,11 @@ class SliceSelector:
             and self.utilisation(level) <= utilisation
         )
 
+    def saturated(self, in_flight: int) -> bool:
+        """On the narrowest rung and still predicted over budget: slicing has nothing left."""
+        last = len(self.ladder) - 1
+        return self.level == last and self.predicted_ms(last, in_flight) > self.budget_ms
+
     def update(self, in_flight: int) -> Rung:
         """Called as a worker starts an item; returns the rung that scores it."""
         now = self.clock()

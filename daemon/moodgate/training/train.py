@@ -81,9 +81,12 @@ class TrainConfig:
     budgets: tuple[float, ...] = (1.0, 0.5, 0.25, 0.12)
     search_step: float = 0.1  # each greedy move removes at least this share of MFLOPs
     calib_images: int = 320
-    eval_bits: tuple[int, ...] = (8, 6, 5, 4)
+    eval_bits: tuple[int, ...] = (6, 5, 4)
     threads: int = 2
     max_images: int | None = None  # smoke tests only
+    # after the search: refit the one shared linear head by ridge on the pooled features of
+    # every picked slice (BN recalibrated), so one head serves all widths
+    multi_width_head: bool = True
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -224,6 +227,46 @@ def init_head(model: NestedLite0, bank: ImageBank, cfg: TrainConfig, log: list[s
     model.head.weight.copy_(torch.from_numpy(w[:-1].T).float())
     model.head.bias.copy_(torch.from_numpy(w[-1]).float())
     log.append(f"ridge head init: alpha={best[1]:g} train-CV r={best[0]:.3f}")
+
+
+@torch.no_grad()
+def refit_head(
+    model: NestedLite0, bank: ImageBank, cuts: list[SliceConfig], cfg: TrainConfig, log: list[str]
+) -> None:
+    """Ridge over the union of all cuts' features (folds by image, so no leakage)."""
+    model.eval()
+    model.bn_mode = "eval"
+    feats, ys, groups = [], [], []
+    for c in cuts:
+        x = bank.trunk(model, c.resolution)
+        feats.append(
+            torch.cat([model.features(x[i : i + 64], c, True) for i in range(0, len(x), 64)])
+        )
+        ys.append(bank.targets)
+        groups.append(torch.arange(len(x)))
+    f = torch.cat(feats)
+    mu, sd = f.mean(0), f.std(0).clamp_min(1e-3)
+    z = ((f - mu) / sd).double().numpy()
+    y = torch.cat(ys).double().numpy()
+    folds = (torch.cat(groups) % 5).numpy()
+    best = (-1e9, cfg.ridge_alphas[0])
+    for alpha in cfg.ridge_alphas:
+        pred = np.zeros_like(y)
+        for k in range(5):
+            tr, te = folds != k, folds == k
+            if tr.sum() < 2 or te.sum() < 1:
+                continue
+            pred[te] = np.c_[z[te], np.ones(te.sum())] @ _ridge(z[tr], y[tr], alpha)
+        r = (pearson(pred[:, 0], y[:, 0]) + pearson(pred[:, 1], y[:, 1])) / 2
+        best = max(best, (r, alpha))
+    w = _ridge(z, y, best[1])
+    model.feat_mean.copy_(mu)
+    model.feat_std.copy_(sd)
+    model.head.weight.copy_(torch.from_numpy(w[:-1].T).float())
+    model.head.bias.copy_(torch.from_numpy(w[-1]).float())
+    log.append(
+        f"multi-width ridge head over {len(cuts)} cuts: alpha={best[1]:g} CV r={best[0]:.3f}"
+    )
 
 
 def _ridge(z: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
@@ -441,9 +484,13 @@ def train(
     # export every (slice, precision); int8 for all widths, fp32 while the size budget allows
     slices = []
     onnx_check = []
+    for sc in picks.values():
+        calibrate(model, train_bank, sc, cfg.calib_images)
+    if cfg.multi_width_head:
+        refit_head(model, train_bank, list(picks.values()), cfg, log)
+        say(log[-1])
     for w in sorted(picks, reverse=True):
         sc = picks[w]
-        calibrate(model, train_bank, sc, cfg.calib_images)
         acc = {}
         for prec, bits in (("fp32", 0), ("int8", 8)):
             acc[prec] = metrics(
