@@ -477,6 +477,8 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     def cell(value: object) -> str:
+        if isinstance(value, float) and value != value:  # NaN: nothing measured
+            return "-"
         if isinstance(value, float):
             return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
         return str(value)
@@ -565,6 +567,18 @@ def plot(
         draw.text((width - right - 200, top + 10 + 16 * index), f"-- {s.label}", fill=s.colour)
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
+
+
+def stack(paths: Sequence[Path], out: Path) -> None:
+    """Panels drawn by `plot`, one above the other, in one PNG."""
+    images = [Image.open(p).convert("RGB") for p in paths]
+    sheet = Image.new("RGB", (max(i.width for i in images), sum(i.height for i in images)), "white")
+    y = 0
+    for image in images:
+        sheet.paste(image, (0, y))
+        y += image.height
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out)
 
 
 # ---------------------------------------------------------------------------------- origin main

@@ -35,6 +35,7 @@ from common import (
     Budget,
     Client,
     Item,
+    MitmDump,
     Moodgate,
     OriginServer,
     Series,
@@ -43,6 +44,7 @@ from common import (
     percentile,
     plot,
     running,
+    stack,
     table,
     temporary_corpus,
 )
@@ -67,12 +69,21 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--budget-ms", type=float, default=150.0)
     parser.add_argument("--workers", type=int, default=0, help="moodgate workers; 0: per core")
     parser.add_argument("--pool", type=int, default=96, help="client connections")
+    parser.add_argument("--shed", action="store_true", help="moodgate's shed_overload on")
+    parser.add_argument("--phases", default=",".join(f"{f:g}" for f in PHASES),
+                        help="offered load per phase, in multiples of C")  # fmt: skip
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="then the same schedule through plain mitmdump, for comparison",
+    )
     parser.add_argument("--model-dir", type=Path)
     parser.add_argument("--plot", type=Path)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--limit-s", type=float, default=600.0)
     args = parser.parse_args(argv)
+    args.phases = [float(f) for f in args.phases.split(",")]
     if args.quick:
         args.images, args.phase_s, args.capacity_s, args.pool = 4, 0.5, 1.0, 8
     return args
@@ -83,6 +94,8 @@ def settings(args: argparse.Namespace, pinned: bool) -> dict[str, object]:
                                  "latency_budget_ms": args.budget_ms}  # fmt: skip
     if args.model_dir:
         values["model_dir"] = str(args.model_dir)
+    if args.shed and not pinned:
+        values["shed_overload"] = True
     if pinned and has_model(args.model_dir):
         # Adaptive with a budget nothing exceeds: it stays on the widest slice (the same code
         # path as the measured run, only the selector never steps down).
@@ -176,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             # Without a model there is one "slice": the adaptive proxy is the pinned one.
             pinned = moodgate if not has_model(args.model_dir) else None
             rate_c = capacity(origin, images, args, work_dir, pinned)
-            rates = [rate_c * f for f in PHASES]
+            rates = [rate_c * f for f in args.phases]
             needed = args.phase_s * len(rates) + 15
             if budget.left() < needed:
                 raise SystemExit(f"not enough time left for {needed:.0f} s of load")
@@ -184,41 +197,54 @@ def main(argv: list[str] | None = None) -> int:
                                      args.pool)  # fmt: skip
             time.sleep(1.0)  # the decision store writes in batches
             timeline = slice_timeline(moodgate.database)
-    return report(args, rate_c, rates, sent, starts, timeline)
+        control: list[Sent] = []
+        if args.control and budget.left() > needed:
+            with running(origin, MitmDump(work_dir / "mitm")) as (_, mitm):
+                closed_loop(origin, mitm.port, images, 1, 30.0, len(images))  # warm-up
+                control, _ = open_loop(origin, mitm.port, images, rates, args.phase_s, args.pool)
+    return report(args, rate_c, rates, sent, starts, timeline, control)
 
 
 def report(args: argparse.Namespace, rate_c: float, rates: list[float], sent: list[Sent],
-           starts: list[float], timeline: list[tuple[float, str, float]]) -> int:  # fmt: skip
+           starts: list[float], timeline: list[tuple[float, str, float]],
+           control: list[Sent]) -> int:  # fmt: skip
     rows, phases = [], []
     for phase, rate in enumerate(rates):
         mine = [s for s in sent if s.phase == phase]
+        plain = [s.latency * 1000 for s in control if s.phase == phase and s.status == 200]
         ms = [s.latency * 1000 for s in mine if s.status == 200]
         failed = sum(s.status != 200 for s in mine)
         used = Counter(label for t, label, _ in timeline if starts[phase] <= t < starts[phase + 1])
+        shed = sum(1 for s in mine if "outcome=timeout" in s.header)
         total = sum(used.values()) or 1
         mix = ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in used.most_common())
         p95 = percentile(ms, 95)
         within = p95 <= args.budget_ms
-        phases.append({"offered_x": PHASES[phase], "offered_per_s": rate, "sent": len(mine),
+        phases.append({"offered_x": args.phases[phase], "offered_per_s": rate, "sent": len(mine),
                        "failed": failed, "p50_ms": percentile(ms, 50), "p95_ms": p95,
                        "p99_ms": percentile(ms, 99), "slices": dict(used),
-                       "within_budget": within})  # fmt: skip
-        rows.append([f"{PHASES[phase]:g}x", rate, len(mine), failed, percentile(ms, 50), p95,
-                     percentile(ms, 99), "yes" if within else "NO", mix or "-"])  # fmt: skip
+                       "within_budget": within, "unscored_timeout_or_shed": shed,
+                       "mitmdump_p95_ms": percentile(plain, 95)})  # fmt: skip
+        factor = args.phases[phase]
+        rows.append([f"{factor:g}x", rate, len(mine), failed, shed, percentile(ms, 50), p95,
+                     percentile(ms, 99), percentile(plain, 95), "yes" if within else "NO",
+                     mix or "-"])  # fmt: skip
     model = "the nested model" if has_model(args.model_dir) else "NO MODEL: heuristic scorer"
-    print(f"capacity of the widest slice C = {rate_c:.1f} images/s; budget {args.budget_ms:g} ms; "
-          f"{args.phase_s:g} s per phase; {model}")  # fmt: skip
-    print(table(["offered", "img/s", "sent", "failed", "p50 ms", "p95 ms", "p99 ms",
-                 "p95<=budget", "slices that scored"], rows))  # fmt: skip
-    peak = phases[PHASES.index(4.0)] if 4.0 in PHASES and len(phases) > 3 else phases[-1]
+    print(
+        f"capacity of the widest slice C = {rate_c:.1f} images/s; budget {args.budget_ms:g} ms; "
+        f"{args.phase_s:g} s per phase; {model}; shedding {'on' if args.shed else 'off'}"
+    )
+    print(table(["offered", "img/s", "sent", "failed", "unscored", "p50 ms", "p95 ms", "p99 ms",
+                 "mitmdump p95", "p95<=budget", "slices that scored"], rows))  # fmt: skip
+    peak = max(phases, key=lambda p: p["offered_x"])
     failed_total = sum(p["failed"] for p in phases)
     met = peak["within_budget"] and failed_total == 0
     print(
-        f"at 4x: p95 {peak['p95_ms']:.0f} ms vs budget {args.budget_ms:g} ms, "
+        f"at {peak['offered_x']:g}x: p95 {peak['p95_ms']:.0f} ms vs budget {args.budget_ms:g} ms, "
         f"{failed_total} failed requests in all; target: {'met' if met else 'NOT met'}"
     )
     if args.plot and timeline:
-        draw(args.plot, sent, starts, timeline, args.budget_ms)
+        draw(args.plot, sent, starts, timeline, args.budget_ms, args.phases)
     if args.json:
         summary = {"capacity_per_s": rate_c, "budget_ms": args.budget_ms, "phases": phases,
                    "target_met": met}  # fmt: skip
@@ -227,24 +253,42 @@ def report(args: argparse.Namespace, rate_c: float, rates: list[float], sent: li
 
 
 def draw(path: Path, sent: list[Sent], starts: list[float],
-         timeline: list[tuple[float, str, float]], budget_ms: float) -> None:  # fmt: skip
-    origin = starts[0]
+         timeline: list[tuple[float, str, float]], budget_ms: float,
+         factors: list[float]) -> None:  # fmt: skip
+    origin, end = starts[0], starts[-1]
+    cap = 10 * budget_ms  # beyond ten budgets the exact height tells nothing more
     buckets: dict[int, list[float]] = defaultdict(list)
     for s in sent:
         if s.status == 200:
             buckets[int(s.scheduled - origin)].append(s.latency * 1000)
-    p95 = [(float(k), percentile(v, 95)) for k, v in sorted(buckets.items())]
+    p95 = [(float(k), min(cap, percentile(v, 95))) for k, v in sorted(buckets.items())]
     widths: dict[int, list[float]] = defaultdict(list)
     for t, label, _ in timeline:
-        width = float(label[1:].split("/")[0]) if label.startswith("w") else 1.0
-        widths[int(t - origin)].append(width)
-    scale = max(v for _, v in p95) if p95 else 1.0
-    mean_width = [(float(k), sum(v) / len(v) * scale) for k, v in sorted(widths.items())]
-    plot(path, [Series("p95 latency per second (ms)", p95, (214, 39, 40)),
-                Series(f"mean slice width (1.0 = {scale:.0f} on this axis)", mean_width,
-                       (31, 119, 180))],
-         "moodgate under rising load: 0.5, 1, 2, 4, 0.5 x capacity of the widest slice",
-         "seconds", "ms", hline=(budget_ms, f"budget {budget_ms:g} ms"))  # fmt: skip
+        if origin <= t <= end + 5 and label.startswith("w"):
+            widths[int(t - origin)].append(float(label[1:].split("/")[0]))
+    mean_width = [(float(k), sum(v) / len(v)) for k, v in sorted(widths.items())]
+    phases = ", ".join(f"{f:g}" for f in factors)
+    with tempfile.TemporaryDirectory() as work:
+        top, bottom = Path(work) / "top.png", Path(work) / "bottom.png"
+        plot(
+            top,
+            [Series("p95 latency of images sent in that second", p95, (214, 39, 40))],
+            f"moodgate under rising load ({phases} x capacity of the widest slice, "
+            f"{int(end - origin) // len(factors)} s each); p95 clipped at {cap:g} ms",
+            "seconds",
+            "ms",
+            size=(900, 380),
+            hline=(budget_ms, f"budget {budget_ms:g} ms"),
+        )
+        plot(
+            bottom,
+            [Series("mean width of the slices that scored", mean_width, (31, 119, 180))],
+            "slice in use (1 = full model)",
+            "seconds",
+            "width",
+            size=(900, 300),
+        )
+        stack([top, bottom], path)  # fmt: skip
 
 
 if __name__ == "__main__":

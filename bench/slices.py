@@ -262,18 +262,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def draw(path: Path, slices: dict[str, dict[str, Any]], cores: int) -> None:
+    """Speed against accuracy; speed against MFLOPs while the manifest has no accuracy."""
+    with_accuracy = any(s["mean_r"] for s in slices.values())
     series = []
     for precision, colour in COLOURS.items():
         chosen = [(label, s) for label, s in slices.items() if label.endswith(precision)]
-        points = [(s["1 thread ms/img"], s["mean_r"] if s["mean_r"] is not None else 0.0)
-                  for _, s in chosen]  # fmt: skip
+        if with_accuracy:
+            points = [(s["1 thread ms/img"], s["mean_r"] or 0.0) for _, s in chosen]
+        else:
+            points = [(s["mflops"] or 0.0, s["1 thread ms/img"]) for _, s in chosen]
         if points:
             order = sorted(range(len(points)), key=lambda i: points[i][0])
             series.append(Series(precision, [points[i] for i in order], colour,
                                  [chosen[i][0] for i in order]))  # fmt: skip
-    plot(path, series, "moodgate slices: speed vs accuracy (validation, mean Pearson r of "
-         "valence and arousal)", "ms per image, model only, 1 thread (lower is faster)",
-         "mean r")  # fmt: skip
+    if with_accuracy:
+        plot(path, series, "moodgate slices: speed vs accuracy (validation, mean Pearson r "
+             "of valence and arousal)", "ms per image, model only, 1 thread (lower is faster)",
+             "mean r")  # fmt: skip
+    else:
+        plot(path, series, "moodgate slices: ms per image (model only, 1 thread) against "
+             "MFLOPs; no accuracy in the manifest yet", "MFLOPs", "ms per image")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -136,8 +136,7 @@ def judge_calm(
     video.recode(body, kind, plan.mapping)
 
 
-def run(scorer: Scorer, size_name: str, seconds: float, repeat: int, fps: float
-        ) -> list[Result]:
+def run(scorer: Scorer, size_name: str, seconds: float, repeat: int, fps: float) -> list[Result]:
     pictures = frames(SIZES[size_name], seconds)
     progressive = encode(pictures, "mp4")
     step = 2 * FPS
@@ -204,13 +203,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--sizes", default="480p,720p")
-    parser.add_argument("--fps", type=float, default=Sampling().fps,
-                        help="scored frames per second of video (the video_sample_fps setting)")
+    parser.add_argument(
+        "--fps",
+        type=float,
+        default=Sampling().fps,
+        help="scored frames per second of video (the video_sample_fps setting)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     rows: list[Result] = []
-    print(f"cores: {os.cpu_count()}, load: {os.getloadavg()[0]:.2f}, sample fps: {args.fps}",
-          file=sys.stderr)
+    print(
+        f"cores: {os.cpu_count()}, load: {os.getloadavg()[0]:.2f}, sample fps: {args.fps}",
+        file=sys.stderr,
+    )
     header = (
         f"{'scorer':10} {'width':>5} {'size':5} {'layout':12} {'Mbit/s':>6} "
         f"{'score ×rt':>9} {'calm ×rt':>8} {'score/cpu':>9} {'calm/cpu':>8} "

@@ -1,6 +1,6 @@
 """Decompression bombs through a real proxy: the peak RSS (VmHWM) of `moodgate serve` must
 stay far below the unit's MemoryMax=512M whatever a page serves, or one image restarts the
-filter. Two known bugs are pinned here as strict xfails (docs/reliability.md, Findings)."""
+filter (the GIF frame bomb and the blocked-bomb thumbnail were both found here)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import time
 from io import BytesIO
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
 import media_factory as mf
@@ -65,23 +64,12 @@ def test_png_bomb_passed_costs_nothing(tmp_path: Path) -> None:
     assert peak - idle < HEADROOM_MB and peak < MEMORY_MAX_MB
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: a blocked item gets a review thumbnail, and review/thumbs.py "
-    "make_thumbnail decodes it with no pixel limit (moodgate sets Image.MAX_IMAGE_PIXELS to "
-    "None): a 30000×30000 PNG bomb blocked under on_error: block costs ~2 GB of RSS",
-)
 def test_png_bomb_blocked_stays_within_memory_max(tmp_path: Path) -> None:
     idle, peak = peak_after(tmp_path, STRICT, mf.decompression_bomb(), "image/png")
     print(f"png bomb, on_error block: idle {idle:.0f} MB, peak {peak:.0f} MB")
     assert peak - idle < HEADROOM_MB and peak < MEMORY_MAX_MB
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: media/image.py checks the GIF screen size, not each frame's; a GIF "
-    "with a 40000×40000 second frame is decoded in full (~1.5 GB)",
-)
 def test_gif_frame_bomb_stays_within_memory_max(tmp_path: Path) -> None:
     idle, peak = peak_after(tmp_path, LENIENT, gif_frame_bomb(), "image/gif")
     print(f"gif frame bomb: idle {idle:.0f} MB, peak {peak:.0f} MB")

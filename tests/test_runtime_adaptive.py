@@ -175,7 +175,7 @@ def test_engine_sheds_to_on_timeout_when_saturated(
     engine = Engine(settings)
     assert engine.adaptive is not None
     engine.adaptive.selector.level = len(engine.adaptive.selector.ladder) - 1
-    engine.in_flight = 10_000  # a queue no slice could clear within the budget
+    engine.in_flight = 10**9  # a queue no slice could clear within the budget
     engine.start()
     try:
         response = MediaResponse(Client("10.0.0.5", None), "x.org", "/a.jpg", "image/jpeg",

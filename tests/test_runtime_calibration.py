@@ -133,3 +133,17 @@ def test_cgroup_v1_quota_and_no_quota(tmp_path: Path) -> None:
     assert CgroupQuota(tmp_path / "cg", tmp_path / "self").cores() == 0.25
     (weak / "cpu.cfs_quota_us").write_text("-1\n")
     assert CgroupQuota(tmp_path / "cg", tmp_path / "self").cores() is None
+
+
+def test_status_lines_show_the_choice_and_the_slice_in_use(tmp_path: Path) -> None:
+    from moodgate.runtime import runtime_status, runtime_status_lines
+
+    assert "not calibrated" in runtime_status_lines(tmp_path, 150.0)[0]
+    timer = FakeTimer()
+    calibrate(CalibrationCache(tmp_path), IDENTITY, slices(timer), calibrator=quick(timer))
+    report = {"running": True, "model_width": 0.25, "precision": "int8"}
+    lines = runtime_status_lines(tmp_path, 20.0, report)
+    assert "chosen w0.5/int8" in lines[0]  # p95 12 ms fits 20 ms; the full 40 ms does not
+    assert any("w0.25/int8" in line and "in use now" in line for line in lines)
+    summary = runtime_status(tmp_path, 20.0, report)
+    assert summary["chosen"] == [0.5, "int8"] and summary["current"] == [0.25, "int8"]

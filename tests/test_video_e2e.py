@@ -205,6 +205,8 @@ def test_hls_blocked_keeps_playing_on_placeholders(stack, library, tmp_path) -> 
     assert len(frames) == round(SECONDS * FPS)
     # Flat placeholders: every channel is one value across the picture.
     assert max(float(f.reshape(-1, 3).astype(np.float32).std(axis=0).max()) for f in frames) < 2
+    with av.open(str(out)) as container:  # and silent, with the audio track still there
+        assert max(float(abs(f.to_ndarray()).max()) for f in container.decode(audio=0)) == 0.0
     assert {r["action"] for r in segment_rows(proxy, "strictkid", "/flash/", 4)} == {"block"}
 
 

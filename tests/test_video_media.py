@@ -162,6 +162,25 @@ def test_placeholder_segment_has_the_original_duration_and_timestamps(streams) -
         assert len(out) < len(files[segment])
 
 
+def audio_peak_and_timing(data: bytes, init: bytes | None = None) -> tuple[float, list]:
+    with av.open(io.BytesIO((init or b"") + data)) as container:
+        timing = [(p.pts, p.duration) for p in container.demux(audio=0) if p.size]
+    with av.open(io.BytesIO((init or b"") + data)) as container:
+        peak = max(float(abs(f.to_ndarray()).max()) for f in container.decode(audio=0))
+    return peak, timing
+
+
+def test_placeholder_segment_silences_aac_with_the_same_timing(streams) -> None:
+    cases = [(streams["hls-ts"]["seg001.ts"], MediaKind.MPEGTS, None),
+             (streams["hls-fmp4"]["seg001.m4s"], MediaKind.MP4, streams["hls-fmp4"]["init.mp4"]),
+             (vf.mp4("flashing", audio=True), MediaKind.MP4, None)]
+    for data, kind, init in cases:
+        loud, timing = audio_peak_and_timing(data, init)
+        quiet, quiet_timing = audio_peak_and_timing(video.placeholder_segment(data, kind, init),
+                                                    init)
+        assert loud > 0.1 and quiet == 0.0 and quiet_timing == timing
+
+
 def test_placeholder_clip_is_short_and_same_size() -> None:
     info = video.probe(vf.webm("flashing", width=320, height=180), MediaKind.WEBM)
     clip = video.placeholder_clip(info)

@@ -64,6 +64,11 @@ class Engine:
         # Learnt rule adjustments, thumbnails and the parents' review page.
         self.review = ReviewService(settings, lambda: self.policy.current)
         self.executor = ThreadPoolExecutor(settings.worker_count, thread_name_prefix="moodgate")
+        # Video bodies take seconds; their own, smaller pool keeps images from queueing behind
+        # a re-encode (a player fetches a stream's segments one after another anyway).
+        self.video_executor = ThreadPoolExecutor(
+            max(1, settings.worker_count // 2), thread_name_prefix="moodgate-video"
+        )
         self.in_flight = 0
         self.decided = 0
         # "auto" that ended up heuristic means the model was missing or corrupt: flag it.
@@ -97,6 +102,7 @@ class Engine:
         self.scheduler.shutdown()
         self.policy.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.video_executor.shutdown(wait=False, cancel_futures=True)
         self.store.close()
 
     def profile(self, client: Client) -> Profile:
@@ -158,8 +164,13 @@ class Engine:
         loop = asyncio.get_running_loop()
         self.in_flight += 1
         try:
-            future = loop.run_in_executor(self.executor, self.video.judge, request, profile,
-                                          budget)
+            submitted = time.monotonic()
+
+            def work() -> Verdict:
+                # Time spent queued for the video worker counts against the same budget.
+                return self.video.judge(request, profile, budget - (time.monotonic() - submitted))
+
+            future = loop.run_in_executor(self.video_executor, work)
             verdict: Verdict = await asyncio.wait_for(future, budget + 0.5)
         except TimeoutError:
             verdict = await self._video_fallback(
@@ -182,8 +193,9 @@ class Engine:
         kind = VideoPipeline.kind_of(request.body, request.claimed_kind)
         loop = asyncio.get_running_loop()
         try:
-            future = loop.run_in_executor(self.executor, self.video.fallback, profile, outcome,
-                                          error, kind, request)
+            future = loop.run_in_executor(
+                self.video_executor, self.video.fallback, profile, outcome, error, kind, request
+            )
             return await asyncio.wait_for(future, 3.0)
         except Exception:  # no placeholder in time: the same action without one (403 or pass)
             return self.video.fallback(profile, outcome, error, kind)

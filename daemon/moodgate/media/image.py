@@ -98,6 +98,17 @@ def _check_pixels(width: int, height: int, frames: int, limits: ImageLimits) -> 
         raise MediaError("too-large", f"{frames} frames of {width}×{height} px exceed the limit")
 
 
+def _seek(image: Image.Image, index: int, limits: ImageLimits) -> None:
+    """Seek to a frame, refusing it before decoding if it is bigger than allowed.
+
+    A GIF frame may declare a size far beyond the logical screen; Pillow grows the canvas
+    to fit, so each frame is checked, not only the header.
+    """
+    if index:
+        image.seek(index)
+    _check_pixels(image.width, image.height, 1, limits)
+
+
 def _info(image: Image.Image, kind: MediaKind, frames: int) -> ImageInfo:
     has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
     return ImageInfo(kind, image.width, image.height, frames, has_alpha)
@@ -155,8 +166,7 @@ def frames_for_scoring(
         if info.kind is MediaKind.JPEG:
             image.draft("RGB", (size, size))
         for index in sample_indices(info.frames, max_frames):
-            if index:
-                image.seek(index)
+            _seek(image, index, limits)
             frame = image.copy() if info.frames > 1 else image
             frame.load()
             if info.kind is MediaKind.JPEG:
@@ -222,11 +232,12 @@ def decode_full(data: bytes, limits: ImageLimits | None = None) -> DecodedImage:
             decoded.webp_lossless = b"VP8L" in data[12:16]
         mode = "RGBA" if info.has_alpha else "RGB"
         for index in range(info.frames):
-            if index:
-                image.seek(index)
+            _seek(image, index, limits)
             image.load()
             decoded.frames.append(image.convert(mode))
             decoded.durations.append(int(image.info.get("duration", 100) or 100))
+    except MediaError:
+        raise
     except Exception as exc:
         raise MediaError("corrupt", f"cannot decode {info.kind.value}: {exc}") from exc
     return decoded
@@ -274,14 +285,21 @@ def encode_like(decoded: DecodedImage, frames: Sequence[Image.Image] | None = No
 
 _PLACEHOLDER_RGB = (214, 222, 230)  # a soft blue-grey: neutral, low arousal
 _PLACEHOLDER_LIMIT = 16_000_000
+_MAX_SIDE = {MediaKind.JPEG: 65_500, MediaKind.PNG: 65_535, MediaKind.GIF: 65_535,
+             MediaKind.WEBP: 16_383}  # fmt: skip
 
 
 def placeholder(info: ImageInfo) -> bytes:
     """A calm flat image of the same format and pixel size, so page layout does not break."""
     width, height = info.width, info.height
-    if width * height > _PLACEHOLDER_LIMIT:
-        # A bomb's declared size is not worth honouring; keep the aspect ratio only.
-        scale = (_PLACEHOLDER_LIMIT / (width * height)) ** 0.5
+    # A bomb's declared size is not worth honouring, and no format encodes every size:
+    # keep the aspect ratio only.
+    scale = min(
+        1.0,
+        (_PLACEHOLDER_LIMIT / (width * height)) ** 0.5,
+        _MAX_SIDE[info.kind] / max(width, height),
+    )
+    if scale < 1.0:
         width, height = max(1, int(width * scale)), max(1, int(height * scale))
     mode = "RGBA" if info.has_alpha and info.kind is not MediaKind.JPEG else "RGB"
     colour = (*_PLACEHOLDER_RGB, 255) if mode == "RGBA" else _PLACEHOLDER_RGB

@@ -202,10 +202,13 @@ def _gops(packets: Sequence[av.Packet]) -> list[list[av.Packet]]:
 
 @dataclass
 class _Decoded:
+    """What is kept of a decoded frame: never the frame itself (a GOP of 4K frames would not
+    fit a router's memory), only its luma grid and, if it was sampled, a scoring thumbnail."""
+
     t: float
     key: bool
     luma: np.ndarray  # small float32 grid
-    frame: av.VideoFrame
+    rgb: np.ndarray | None = None
 
 
 def _luma(frame: av.VideoFrame) -> np.ndarray:
@@ -258,6 +261,7 @@ def sample(
     ends = [g[0].pts for g in groups[1:]] + [None]
     tb = demuxed.time_base
     origin = demuxed.start_pts
+    frame_time = 1.0 / info.fps if info.fps > 0 else 0.04
     try:
         for group, end in zip(groups, ends, strict=True):
             deadline.check()
@@ -266,17 +270,17 @@ def sample(
             inside = [t for t in instants if begin - 1e-9 <= t < stop - 1e-9]
             if not inside and not (begin < 1e-9 or (decoded and _covers(decoded[-1], begin))):
                 continue  # keyframes denser than the sampling rate: this GOP is not needed
-            run = _decode_gop(context, group, origin, tb, sampling.burst,
-                              inside[-1] if inside else begin)
+            gop = _GopDecoder(context, origin, tb, sampling.size, frame_time)
+            run = gop.decode(group, sampling.burst, inside)
             if run:
                 decoded.append(run)
-                picks += _pick(run, inside)
+                picks += [d for d in run if d.rgb is not None]
     except av.error.FFmpegError as exc:
         raise MediaError("corrupt", f"cannot decode {info.codec}: {exc}") from exc
     if not decoded:
         raise MediaError("corrupt", "no decodable video frame")
-    frames = [_scoring_rgb(d.frame, sampling.size) for d in picks]
-    motion = measure_motion(decoded, 1.0 / info.fps if info.fps > 0 else 0.04, info)
+    frames = [d.rgb for d in picks if d.rgb is not None]
+    motion = measure_motion(decoded, frame_time, info)
     return SampledClip(info, frames, [d.t for d in picks], motion, sum(len(r) for r in decoded))
 
 
@@ -284,40 +288,44 @@ def _covers(run: list[_Decoded], t: float) -> bool:
     return bool(run) and run[-1].t >= t
 
 
-def _decode_gop(
-    context: av.VideoCodecContext,
-    group: list[av.Packet],
-    origin: int,
-    tb: Fraction,
-    burst: int,
-    last_needed: float,
-) -> list[_Decoded]:
-    """The GOP's frames from its keyframe on, until the burst is full and `last_needed` seen."""
-    run: list[_Decoded] = []
-    for packet in group:
-        run += [_keep(frame, origin, tb) for frame in context.decode(packet)]
-        if len(run) >= burst and run[-1].t >= last_needed:
-            break
-    run += [_keep(frame, origin, tb) for frame in context.decode(None)]
-    context.flush_buffers()  # the next GOP starts afresh at its keyframe
-    run.sort(key=lambda d: d.t)
-    return run
+class _GopDecoder:
+    """Decodes one GOP from its keyframe, keeping luma grids for motion and thumbnails of the
+    sampled frames. Keyframes first: the GOP's first sampling instant takes the keyframe, so a
+    GOP with one instant needs no more than the motion burst; later instants take the first
+    frame that reaches them (decoders hand frames out in presentation order)."""
 
+    def __init__(
+        self, context: av.VideoCodecContext, origin: int, tb: Fraction, size: int,
+        frame_time: float,
+    ) -> None:  # fmt: skip
+        self.context = context
+        self.origin = origin
+        self.tb = tb
+        self.size = size
+        self.half = 0.5 * frame_time
 
-def _keep(frame: av.VideoFrame, origin: int, tb: Fraction) -> _Decoded:
-    pts = frame.pts if frame.pts is not None else origin
-    return _Decoded(float((pts - origin) * tb), bool(frame.key_frame), _luma(frame), frame)
+    def decode(self, group: list[av.Packet], burst: int, instants: list[float]) -> list[_Decoded]:
+        run: list[_Decoded] = []
+        pending = list(instants[1:])  # the first one is the keyframe's
+        for packet in group:
+            for frame in self.context.decode(packet):
+                run.append(self._keep(frame, pending, first=not run and bool(instants)))
+            if len(run) >= burst and not pending:
+                break
+        for frame in self.context.decode(None):
+            run.append(self._keep(frame, pending, first=not run and bool(instants)))
+        self.context.flush_buffers()  # the next GOP starts afresh at its keyframe
+        run.sort(key=lambda d: d.t)
+        return run
 
-
-def _pick(run: list[_Decoded], instants: list[float]) -> list[_Decoded]:
-    """Keyframes first: the GOP's first sampling instant takes its keyframe; later instants
-    take the decoded frame nearest them."""
-    chosen: list[_Decoded] = []
-    for index, t in enumerate(instants):
-        near = run[0] if index == 0 else min(run, key=lambda d, t=t: abs(d.t - t))
-        if not chosen or near is not chosen[-1]:
-            chosen.append(near)
-    return chosen
+    def _keep(self, frame: av.VideoFrame, pending: list[float], first: bool) -> _Decoded:
+        pts = frame.pts if frame.pts is not None else self.origin
+        item = _Decoded(float((pts - self.origin) * self.tb), bool(frame.key_frame), _luma(frame))
+        if first or (pending and item.t >= pending[0] - self.half):
+            item.rgb = _scoring_rgb(frame, self.size)
+            while pending and pending[0] <= item.t + self.half:
+                pending.pop(0)
+        return item
 
 
 def _relative_luminance(y: np.ndarray) -> np.ndarray:
@@ -666,25 +674,85 @@ def _recode_file(
                 out.mux(packet)
         for packet in video_out.encode():
             out.mux(packet)
-        _copy_audio(data, kind, copies, out)
+        # A placeholder silences the audio too: a blocked scene must not be heard either.
+        _copy_audio(data, kind, copies, out, silent=not decode_frames)
     with open(path, "rb") as result:
         return result.read()
 
 
-def _copy_audio(data: bytes, kind: MediaKind, copies: dict[int, av.stream.Stream],
-                out: av.container.OutputContainer) -> None:
+def _copy_audio(
+    data: bytes,
+    kind: MediaKind,
+    copies: dict[int, av.stream.Stream],
+    out: av.container.OutputContainer,
+    silent: bool = False,
+) -> None:
+    """Audio packets copied as they are, or (silent) with each payload replaced by a frame of
+    encoded silence — same count, timestamps and durations, so the stream stays continuous."""
     if not copies:
         return
     with _open(data, kind) as again:
         wanted = [s for s in again.streams if s.index in copies]
+        quiet = {s.index: _Silence.for_stream(s) if silent else None for s in wanted}
         try:
             for packet in again.demux(wanted):
                 if packet.dts is None or packet.size == 0:
                     continue
-                packet.stream = copies[packet.stream.index]
+                index = packet.stream.index
+                silence = quiet[index]
+                if silence is not None:
+                    packet = silence.replace(packet)
+                packet.stream = copies[index]
                 out.mux(packet)
         except av.error.FFmpegError as exc:
             raise MediaError("corrupt", f"cannot copy audio: {exc}") from exc
+
+
+class _Silence:
+    """A steady-state AAC-LC frame of digital silence with the stream's rate and channels.
+    Silence has no transients, so one frame serves for every packet; ADTS-framed streams (TS)
+    get the original packet's header with the new length."""
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+    @classmethod
+    def for_stream(cls, stream: av.audio.stream.AudioStream) -> _Silence | None:
+        context = stream.codec_context
+        if context.name != "aac" or (context.profile or "LC") != "LC" or not context.sample_rate:
+            return None  # other codecs (and HE-AAC) keep their audio
+        try:
+            encoder = av.CodecContext.create("aac", "w")
+            encoder.sample_rate = context.sample_rate
+            encoder.layout = context.layout
+            encoder.format = "fltp"
+            packets: list[av.Packet] = []
+            for index in range(4):
+                zeros = np.zeros((context.layout.nb_channels, 1024), dtype=np.float32)
+                frame = av.AudioFrame.from_ndarray(zeros, format="fltp",
+                                                   layout=context.layout.name)
+                frame.sample_rate = context.sample_rate
+                frame.pts = index * 1024
+                packets += encoder.encode(frame)
+            packets += encoder.encode(None)
+        except (av.error.FFmpegError, ValueError):
+            return None
+        return cls(bytes(packets[2])) if len(packets) > 2 else None
+
+    def replace(self, packet: av.Packet) -> av.Packet:
+        original = bytes(packet)
+        payload = self.payload
+        if original[:2] in (b"\xff\xf1", b"\xff\xf9"):  # ADTS without CRC: keep its header
+            header = bytearray(original[:7])
+            length = 7 + len(payload)
+            header[3] = (header[3] & 0xFC) | ((length >> 11) & 0x03)
+            header[4] = (length >> 3) & 0xFF
+            header[5] = (header[5] & 0x1F) | ((length & 0x07) << 5)
+            payload = bytes(header) + payload
+        quiet = av.Packet(payload)
+        quiet.pts, quiet.dts, quiet.duration = packet.pts, packet.dts, packet.duration
+        quiet.time_base = packet.time_base
+        return quiet
 
 
 def _recode_fragment(
@@ -737,7 +805,7 @@ def _recode_fragment(
             segments.annexb_to_length_prefixed(bytes(packet), length_size), duration,
             bool(packet.is_keyframe), packet.pts + shift - decode_time,
         ))  # fmt: skip
-    runs = [video_run, *_audio_runs(body, ids, decode_times)]
+    runs = [video_run, *_audio_runs(body, ids, decode_times, silent=not decode_frames)]
     order = {track: i for i, track in enumerate(ids)}
     runs.sort(key=lambda r: order.get(r.track_id, 0))
     return segments.write_fragment(segments.sequence_number(segment), runs,
@@ -752,13 +820,16 @@ def _frame_duration(demuxed: _Demuxed) -> int:
 
 
 def _audio_runs(
-    body: bytes, ids: list[int], decode_times: dict[int, int]
+    body: bytes, ids: list[int], decode_times: dict[int, int], silent: bool = False
 ) -> list[segments.TrackRun]:
     runs: list[segments.TrackRun] = []
     with _open(body, MediaKind.MP4) as container:
         for stream in container.streams.audio:
             track = ids[stream.index] if stream.index < len(ids) else stream.index + 1
             packets = [p for p in container.demux(stream) if p.size and p.dts is not None]
+            silence = _Silence.for_stream(stream) if silent else None
+            if silence is not None:
+                packets = [silence.replace(p) for p in packets]
             if not packets:
                 continue
             shift = decode_times.get(track, packets[0].dts) - packets[0].dts

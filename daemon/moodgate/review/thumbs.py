@@ -16,7 +16,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image
+
+from moodgate.media import MediaError
+from moodgate.media.image import frames_for_scoring
 
 log = logging.getLogger(__name__)
 
@@ -30,25 +33,20 @@ def thumbs_dir(state_dir: Path) -> Path:
 
 
 def make_thumbnail(data: bytes, size: int = THUMB_SIZE) -> bytes | None:
-    """A ≤ size px JPEG of the first frame, or None when the bytes do not decode."""
+    """A ≤ size px JPEG of the first frame, or None when the bytes do not decode.
+
+    Decoded through the media room's safe path (draft mode, pixel and frame limits), so a
+    blocked decompression bomb costs nothing here either.
+    """
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            # JPEG draft mode decodes at 1/2..1/8 scale: most of the work is never done.
-            image.draft("RGB", (size * 2, size * 2))
-            image.seek(0)
-            image = ImageOps.exif_transpose(image) or image
-            if image.mode in ("RGBA", "LA", "P"):
-                image = image.convert("RGBA")
-                flat = Image.new("RGB", image.size, (255, 255, 255))
-                flat.paste(image, mask=image.getchannel("A"))
-                image = flat
-            image = image.convert("RGB")
-            image.thumbnail((size, size), Image.Resampling.BILINEAR)
-            out = io.BytesIO()
-            image.save(out, "JPEG", quality=75)
-            return out.getvalue()
-    except (OSError, ValueError, Image.DecompressionBombError, EOFError):
+        _, frames = frames_for_scoring(data, size=size, max_frames=1)
+    except MediaError:
         return None
+    image = Image.fromarray(frames[0])
+    image.thumbnail((size, size), Image.Resampling.BILINEAR)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=75)
+    return out.getvalue()
 
 
 class ThumbnailStore:

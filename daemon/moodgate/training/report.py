@@ -118,3 +118,31 @@ def build_eval_assets(data: list[str], model_dir: Path) -> tuple[list[dict], str
     render_curves(rows, torch_fp32, model_dir / "accuracy_mflops.png")
     (model_dir / "eval.json").write_text(json.dumps(rows, indent=1) + "\n")
     return rows, format_table(rows)
+
+
+def _fmt(m: dict | None) -> str:
+    if not m:
+        return "–"
+    return f"{m['valence_r']:.3f} / {m['arousal_r']:.3f}"
+
+
+def ladder_table(manifest: dict) -> str:
+    """Torch-side numbers from training: fp32 vs int8 vs lower bit-widths, per width."""
+    lines = [
+        "| width | input | MFLOPs | kept expansion blocks (b5…b15, of 8) | stage depth (s3…s6) "
+        "| fp32 r V/A | int8 r V/A | 6-bit | 5-bit | 4-bit |",
+        "|" + "---|" * 10,
+    ]
+    for s in sorted(manifest["slices"], key=lambda s: -s["width"]):
+        if s["precision"] != "int8":
+            continue
+        lay = s["layers"]
+        exp = "".join(str(lay["expand_blocks"][f"b{i}"]) for i in range(5, 16))
+        depth = "".join(str(d) for d in lay["stage_depth"][3:])
+        lb = s.get("val_lower_bits") or {}
+        lines.append(
+            f"| {s['width']:g} | {s['input_size']} | {s['mflops']:.1f} | {exp} | {depth} "
+            f"| {_fmt(s.get('val_fp32_torch'))} | {_fmt(s['val'])} | {_fmt(lb.get('6'))} "
+            f"| {_fmt(lb.get('5'))} | {_fmt(lb.get('4'))} |"
+        )
+    return "\n".join(lines)
