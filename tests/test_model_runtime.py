@@ -41,7 +41,9 @@ def test_manifest_hashes_and_size(manifest: dict) -> None:
 
 
 def test_ladder_is_monotone_in_cost(manifest: dict) -> None:
-    int8 = sorted((s for s in manifest["slices"] if s["precision"] == "int8"), key=lambda s: s["width"])
+    int8 = sorted(
+        (s for s in manifest["slices"] if s["precision"] == "int8"), key=lambda s: s["width"]
+    )
     assert len(int8) >= 4
     mf = [s["mflops"] for s in int8]
     assert mf == sorted(mf)

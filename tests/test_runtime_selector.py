@@ -161,3 +161,30 @@ def test_saturated_only_on_the_narrowest_rung_over_budget() -> None:
     assert sel.current.label == "w0.12/int8"
     assert sel.saturated(in_flight=200)
     assert not sel.saturated(in_flight=2)
+
+
+def test_climbs_that_do_not_last_lengthen_the_hold() -> None:
+    sel, clock = selector(hold_s=2.0)
+    sel.update(in_flight=12)  # down
+    climbs = []
+    for _ in range(1200):  # 120 s: calm, except a burst right after every climb
+        clock.advance(0.1)
+        before = sel.level
+        sel.update(in_flight=0)
+        if sel.level < before:
+            climbs.append(clock.now)
+            clock.advance(0.5)
+            sel.update(in_flight=12)  # the wider slice could not carry it: down again
+    gaps = [b - a for a, b in itertools.pairwise(climbs)]
+    assert len(gaps) >= 3 and gaps[-1] > 3 * gaps[0]  # backing off, not every 2 s
+    assert sel.hold <= sel.max_hold_s
+
+
+def test_a_long_stable_stretch_resets_the_hold() -> None:
+    sel, clock = selector(hold_s=2.0)
+    sel.hold = 32.0
+    sel.update(in_flight=12)
+    clock.advance(40.0)
+    sel.update(in_flight=30)  # the next switch comes after a long stable stretch
+    assert sel.switches[-1].at == clock.now
+    assert sel.hold == 2.0

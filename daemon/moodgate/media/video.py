@@ -151,7 +151,10 @@ def _video_stream(container: av.container.InputContainer) -> av.video.stream.Vid
 def _demux(data: bytes, kind: MediaKind, limits: VideoLimits, deadline: Deadline) -> _Demuxed:
     container = _open(data, kind)
     stream = _video_stream(container)
-    width, height = stream.codec_context.width, stream.codec_context.height
+    codec = stream.codec_context
+    if codec is None:  # a stream whose codec FFmpeg could not even identify
+        raise MediaError("corrupt", "the video stream has no decodable codec")
+    width, height = codec.width, codec.height
     if width * height > limits.max_pixels:
         raise MediaError("too-large", f"{width}×{height} px exceeds {limits.max_pixels:,} px")
     packets: list[av.Packet] = []

@@ -12,7 +12,9 @@ and contention with the proxy and other processes: an EWMA of observed / calibra
   run well below it.
 Stepping down happens at once, as far as needed; stepping back up needs the wider rung to fit
 for `hold_s`, one rung at a time. The gap between `down_util` and `up_util` is the hysteresis
-that stops the choice flapping at a load the wider rung can only just carry.
+that stops the choice flapping at a load the wider rung can only just carry; and a climb that
+has to be undone within a few holds doubles the hold (up to `max_hold_s`), so noise near the
+budget costs a switch now and then, not one every two seconds.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ class SliceSelector:
         up_util: float = 0.65,
         hold_s: float = 2.0,
         rate_window_s: float = 2.0,
+        max_hold_s: float = 32.0,
     ) -> None:
         if not ladder:
             raise ValueError("a selector needs at least one slice")
@@ -88,6 +91,8 @@ class SliceSelector:
         self.down_util = down_util
         self.up_util = up_util
         self.hold_s = hold_s
+        self.max_hold_s = max_hold_s
+        self.hold = hold_s  # the hold in force: longer after climbs that did not last
         self.rate_window_s = rate_window_s
         self.base = initial_rung(self.ladder, budget_ms)
         self.level = self.base
@@ -97,6 +102,7 @@ class SliceSelector:
         self._starts: deque[float] = deque(maxlen=4096)
         self._calm_since: float | None = None
         self._last_switch = clock()
+        self._last_up: float | None = None
 
     @property
     def current(self) -> Rung:
@@ -158,13 +164,19 @@ class SliceSelector:
         if wider >= self.base and self._fits(wider, in_flight, self.up_util):
             if self._calm_since is None:
                 self._calm_since = now
-            if now - self._calm_since >= self.hold_s and now - self._last_switch >= self.hold_s:
+            if now - self._calm_since >= self.hold and now - self._last_switch >= self.hold:
                 self._switch(wider, "up", now, in_flight)
         else:
             self._calm_since = None
         return self.current
 
     def _switch(self, level: int, reason: str, now: float, in_flight: int) -> None:
+        if now - self._last_switch > self.max_hold_s:
+            self.hold = self.hold_s  # long stable: forget earlier flapping
+        if reason == "down" and self._last_up is not None and now - self._last_up < 4 * self.hold:
+            self.hold = min(2 * self.hold, self.max_hold_s)
+        if reason == "up":
+            self._last_up = now
         self.level = level
         self._last_switch = now
         self._calm_since = None
@@ -179,5 +191,6 @@ class SliceSelector:
             "slowdown": round(self.slowdown, 3),
             "rate_per_s": round(self.rate(), 2),
             "switches": len(self.switches),
+            "hold_s": self.hold,
             "ladder": [rung.label for rung in self.ladder],
         }

@@ -99,10 +99,6 @@ def render_curves(rows: Sequence[dict], torch_fp32: dict[float, dict], path: Pat
     img.save(path)
 
 
-def eval_summary(rows: Sequence[dict]) -> str:
-    return json.dumps(rows, indent=1)
-
-
 def build_eval_assets(data: list[str], model_dir: Path) -> tuple[list[dict], str]:
     """Run the torch-free evaluation, write eval.json + accuracy_mflops.png into model_dir."""
     from moodgate.emotion.evaluate import evaluate, format_table

@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from moodgate.emotion.datasets import (
     DEFAULT_SEED,
@@ -138,22 +137,6 @@ class ImageBank:
         flip = torch.tensor([rng.random() < 0.5 for _ in idx]).view(-1, 1, 1, 1)
         t = torch.tensor(idx)
         return torch.where(flip, b[t], a[t])
-
-    def augmented(self, idx: list[int], res: int, rng: random.Random) -> torch.Tensor:
-        out = []
-        for i in idx:
-            im = Image.fromarray(self.images[i])
-            w, h = im.size
-            area = rng.uniform(0.65, 1.0) * w * h
-            ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3))) * w / h
-            cw, ch = min(w, round(math.sqrt(area * ratio))), min(h, round(math.sqrt(area / ratio)))
-            x0, y0 = rng.randint(0, w - cw), rng.randint(0, h - ch)
-            im = im.resize((res, res), Image.BILINEAR, box=(x0, y0, x0 + cw, y0 + ch))
-            if rng.random() < 0.5:
-                im = im.transpose(Image.FLIP_LEFT_RIGHT)
-            out.append(np.asarray(im, np.float32))
-        x = (np.stack(out) - NORM_MEAN) / NORM_STD
-        return torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
 
 
 # -- metrics ------------------------------------------------------------------------------
