@@ -232,24 +232,29 @@ def main(argv: list[str] | None = None) -> int:
                  f"img/s {args.cores} cores", "bare ms", "bare folded ms", "valence r",
                  "arousal r"],
                 rows))  # fmt: skip
-    full = summary["slices"].get("w1/fp32")  # type: ignore[union-attr]
-    int8 = [k for k in scorers if k[1] == "int8"]
-    if full and int8:
+    # The reference is the full model in fp32; a manifest that ships no full fp32 file (the
+    # size limit) is compared against its widest slice, and the output says so.
+    full_key = (1.0, "fp32") if (1.0, "fp32") in scorers else next(iter(scorers))
+    full = summary["slices"][slice_label(full_key)]  # type: ignore[index]
+    int8 = [k for k in scorers if k[1] == "int8" and k != full_key]
+    if int8:
         narrow_key = min(int8, key=lambda k: k[0])
         narrow = summary["slices"][slice_label(narrow_key)]  # type: ignore[index]
         ratio = narrow["1 thread img/s"] / full["1 thread img/s"]
         flops = (full["mflops"] or 0) / (narrow["mflops"] or 1)
         bare_ratio = (full["session_ms"] or 0) / (narrow["session_ms"] or 1)
         folded = full["session_ms"] / narrow.get("bare folded ms/img", float("nan"))
+        reference = slice_label(full_key)
         summary.update(narrow_vs_full=ratio, flops_ratio=flops, bare_ratio=bare_ratio,
-                       bare_folded_ratio=folded, target_met=ratio >= 4.0)  # fmt: skip
-        print(f"bare sessions: narrowest int8 as shipped {bare_ratio:.2f}x the full fp32, with "
+                       bare_folded_ratio=folded, reference=reference,
+                       target_met=ratio >= 4.0)  # fmt: skip
+        print(f"bare sessions: narrowest int8 unfolded {bare_ratio:.2f}x the {reference}, with "
               f"its int8 weights dequantized once at load {folded:.2f}x")  # fmt: skip
-        print(f"narrowest int8 ({slice_label(narrow_key)}) vs full fp32: {ratio:.2f}x images/s "
+        print(f"narrowest int8 ({slice_label(narrow_key)}) vs {reference}: {ratio:.2f}x images/s "
               f"(bare session {bare_ratio:.2f}x; MFLOPs ratio {flops:.2f}x); target >= 4x: "
               f"{'met' if ratio >= 4.0 else 'NOT met'}")  # fmt: skip
         if args.profile:
-            for key in ((1.0, "fp32"), narrow_key):
+            for key in (full_key, narrow_key):
                 ops = profile_ops(model_dir, entries[key])
                 summary[f"profile {slice_label(key)}"] = ops  # type: ignore[index]
                 top = ", ".join(f"{op} {ms:.2f}" for op, ms in list(ops.items())[:6])

@@ -188,3 +188,15 @@ def test_a_long_stable_stretch_resets_the_hold() -> None:
     sel.update(in_flight=30)  # the next switch comes after a long stable stretch
     assert sel.switches[-1].at == clock.now
     assert sel.hold == 2.0
+
+
+def test_a_slice_no_better_than_chance_is_no_rung() -> None:
+    def accurate(width: float, precision: str, p50: float, r: float) -> SliceTiming:
+        return SliceTiming(width, precision, 224, p50, p50 * 1.2, p50, 30,
+                           accuracy={"valence_r": r, "arousal_r": r})  # fmt: skip
+
+    table = [accurate(1.0, "int8", 10.0, 0.62), accurate(0.5, "fp32", 5.0, 0.58),
+             accurate(0.25, "int8", 3.3, 0.52), accurate(0.12, "int8", 2.0, 0.09)]  # fmt: skip
+    assert [r.label for r in build_ladder(table)] == ["w1/int8", "w0.5/fp32", "w0.25/int8"]
+    # Without accuracy in the manifest every cheaper slice stays a rung.
+    assert len(build_ladder(TABLE)) == 7

@@ -38,12 +38,29 @@ class Rung:
         return slice_label(self.key)
 
 
-def build_ladder(timings: Sequence[SliceTiming], cheaper_by: float = 0.9) -> list[Rung]:
+def mean_r(timing: SliceTiming) -> float | None:
+    """Mean validation Pearson r of valence and arousal, when the manifest has them."""
+    values = [
+        timing.accuracy[k] for k in ("valence_r", "arousal_r") if k in (timing.accuracy or {})
+    ]
+    return sum(values) / len(values) if values else None
+
+
+def build_ladder(
+    timings: Sequence[SliceTiming], cheaper_by: float = 0.9, min_accuracy_share: float = 0.5
+) -> list[Rung]:
     """Widest first, fp32 before int8 at a width; a slice is a rung only if it is clearly
-    cheaper than the rung above (an int8 slice that measures no faster is no step down)."""
+    cheaper than the rung above (an int8 slice that measures no faster is no step down) and
+    keeps at least `min_accuracy_share` of the best slice's accuracy: a fast slice that scores
+    no better than chance would filter nothing, which is worse than filtering late."""
+    known = [r for r in (mean_r(t) for t in timings) if r is not None]
+    floor = min_accuracy_share * max(known) if known else None
     ordered = sorted(timings, key=lambda t: (-t.width, t.precision != "fp32", t.p50_ms))
     ladder: list[Rung] = []
     for timing in ordered:
+        accuracy = mean_r(timing)
+        if ladder and floor is not None and accuracy is not None and accuracy < floor:
+            continue
         if ladder and timing.p50_ms > ladder[-1].p50_ms * cheaper_by:
             continue
         ladder.append(Rung(timing.key, timing.p50_ms, timing.p95_ms))
