@@ -132,3 +132,17 @@ def test_policy_explain_a_recorded_decision(tmp_path) -> None:
     assert missing.exit_code != 0 and "no decision 99 is recorded" in missing.output
     incomplete = runner.invoke(main, ["policy", "explain", "--child", "mia"])
     assert incomplete.exit_code != 0 and "missing --valence, --arousal" in incomplete.output
+
+
+def test_score_defaults_to_the_widest_shipped_slice(images) -> None:
+    from moodgate.emotion.nested import load_manifest
+    from moodgate.emotion.registry import default_model_dir
+
+    try:
+        slices = load_manifest(default_model_dir())["slices"]
+    except Exception:
+        pytest.skip("no shipped model in models/")
+    widest = max(s["width"] for s in slices)
+    result = CliRunner().invoke(main, ["score", "--json", str(images["calm.jpg"])])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["width"] == widest

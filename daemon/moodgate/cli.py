@@ -190,14 +190,15 @@ async def _serve(config: Path | None, settings: Settings, mitm_options: tuple[st
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--width", type=float, help="Model slice width (fraction of full MFLOPs).")
-@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32")
+@click.option("--precision", type=click.Choice(["fp32", "int8"]),
+              help="Model precision [default: the widest slice, fp32 where both exist].")
 @click.option("--scorer", "scorer_kind", type=click.Choice(SCORERS), default="auto")
 @click.option("--model-dir", type=click.Path(file_okay=False, path_type=Path))
 def score_command(
     files: tuple[Path, ...],
     as_json: bool,
     width: float | None,
-    precision: str,
+    precision: str | None,
     scorer_kind: str,
     model_dir: Path | None,
 ) -> None:

@@ -46,15 +46,21 @@ def _describe(slices: Sequence[dict]) -> str:
     return ", ".join(f"{s['width']:g}/{s['precision']}" for s in slices)
 
 
-def pick_slice(manifest: dict, width: float | None = None, precision: str = "fp32") -> dict:
-    """The widest slice of `precision` whose width is ≤ `width` (None = widest)."""
+def pick_slice(manifest: dict, width: float | None = None, precision: str | None = "fp32") -> dict:
+    """The widest slice whose width is ≤ `width` (None = widest), of `precision`.
+
+    precision None takes any precision, fp32 first among equally wide slices.
+    """
     slices = manifest["slices"]
-    same = sorted((s for s in slices if s["precision"] == precision), key=lambda s: -s["width"])
+    same = sorted(
+        (s for s in slices if precision is None or s["precision"] == precision),
+        key=lambda s: (-s["width"], s["precision"] != "fp32"),
+    )
     fits = [s for s in same if width is None or s["width"] <= width + 1e-9]
     if not fits:
         raise ValueError(
-            f"no {precision} slice with width ≤ {width}; available (width/precision): "
-            f"{_describe(slices)}"
+            f"no {precision or 'any-precision'} slice with width ≤ {width}; available "
+            f"(width/precision): {_describe(slices)}"
         )
     return fits[0]
 
@@ -114,7 +120,7 @@ class NestedOnnxScorer:
 def load_scorer(
     model_dir: Path,
     width: float | None = None,
-    precision: str = "fp32",
+    precision: str | None = "fp32",
     intra_op_threads: int = 1,
     batch_size: int = 4,
 ) -> NestedOnnxScorer:
