@@ -20,30 +20,12 @@ import pytest
 import video_factory as vf
 from moodgate.emotion.heuristic import HeuristicScorer
 from realnet import Origin, Proxy, Route
+from test_proxy_e2e import POLICY as TWO_CHILDREN
 from test_proxy_e2e import fetch_as, rows
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg/ffprobe")
 
-POLICY = """\
-version: 1
-children:
-  calmkid:
-    users: [calmkid]
-    preset: none
-    rules:
-      - name: lively
-        when: "arousal > 0.2"
-        action: calm
-        target: "arousal <= -0.2"
-        if_unreached: keep
-  strictkid:
-    users: [strictkid]
-    preset: none
-    rules:
-      - name: lively
-        when: "arousal > 0.2"
-        action: block
-    on_error: block
+POLICY = TWO_CHILDREN.replace("default:\n", """\
   bigkid:
     users: [bigkid]
     preset: none
@@ -54,8 +36,7 @@ children:
         when: "arousal > 0.2"
         action: block
 default:
-  preset: none
-"""
+""")
 
 TYPES = {".m3u8": "application/vnd.apple.mpegurl", ".ts": "video/mp2t", ".m4s": "video/iso.segment",
          ".mp4": "video/mp4", ".mpd": "application/dash+xml", ".webm": "video/webm"}

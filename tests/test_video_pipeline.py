@@ -22,31 +22,12 @@ from moodgate.video_pipeline import (
     clip_emotion,
     frame_target,
 )
+from test_proxy_e2e import POLICY as TWO_CHILDREN
 
-POLICY = """\
-version: 1
-children:
-  calmkid:
-    users: [calmkid]
-    preset: none
-    rules:
-      - name: lively
-        when: "arousal > 0.2"
-        action: calm
-        target: "arousal <= -0.2"
-        if_unreached: keep
-  strictkid:
-    users: [strictkid]
-    preset: none
-    rules:
-      - name: lively
-        when: "arousal > 0.2"
-        action: block
-    on_error: block
-    always_block: [blocked.example]
-default:
-  preset: none
-"""
+# The end-to-end tests' two children, the strict one with a blocked host as well.
+POLICY = TWO_CHILDREN.replace(
+    "    on_error: block\n", "    on_error: block\n    always_block: [blocked.example]\n"
+)
 
 
 @pytest.fixture(scope="module")
