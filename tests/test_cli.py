@@ -146,3 +146,24 @@ def test_score_defaults_to_the_widest_shipped_slice(images) -> None:
     result = CliRunner().invoke(main, ["score", "--json", str(images["calm.jpg"])])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["width"] == widest
+
+
+def test_policy_explain_shows_learnt_adjustments(tmp_path) -> None:
+    from moodgate.review.adjust import AdjustmentFiles, ChildAdjustment
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: 1\nchildren:\n  mia:\n    users: [mia]\n    preset: none\n    rules:\n"
+        "      - name: intense\n        when: \"arousal > 0.5\"\n        action: block\n"
+    )
+    args = ["policy", "explain", "--policy", str(policy), "--child", "mia",
+            "--valence", "0.2", "--arousal", "0.4", "--state-dir", str(tmp_path), "--json"]
+    runner = CliRunner()
+    before = json.loads(runner.invoke(main, args).output)
+    AdjustmentFiles(tmp_path).save(ChildAdjustment("mia", {"intense": (-0.2,)}, labels=12))
+    after_result = runner.invoke(main, args)
+    assert after_result.exit_code == 0, after_result.output
+    after = json.loads(after_result.output)
+    assert before["action"] == "pass" and after["action"] == "block"
+    text = runner.invoke(main, args[:-1]).output
+    assert "learnt from 12 parent labels" in text

@@ -26,7 +26,7 @@ from moodgate.emotion import score
 from moodgate.emotion.registry import SCORERS, ScorerUnavailable, create_scorer
 from moodgate.media import MediaError
 from moodgate.media.image import frames_for_scoring
-from moodgate.policy import PolicyError, load_policy
+from moodgate.policy import Policy, PolicyError, load_policy
 from moodgate.policy.commands import policy_group
 from moodgate.record.store import decision_by_id, recent_decisions
 from moodgate.review.commands import learn_command, review_group
@@ -45,7 +45,14 @@ def fail(message: str) -> None:
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """moodgate: a parental content filter that passes, calms or blocks images by their mood."""
-    ctx.obj = {"decision_lookup": _lookup_decision}
+    ctx.obj = {"decision_lookup": _lookup_decision, "learnt_view": _learnt_view}
+
+
+def _learnt_view(policy: Policy, state_dir: Path | None) -> Policy:
+    from moodgate.review.adjust import LearntProfiles
+
+    settings = load_settings(None, state_dir=state_dir)
+    return LearntProfiles(settings.state_dir).policy(policy)  # type: ignore[return-value]
 
 
 def _lookup_decision(state_dir: Path | None, decision_id: int) -> dict[str, Any] | None:

@@ -24,6 +24,8 @@ def policy_group() -> None:
 
 # (state_dir or None for the configured one, decision id) → the recorded row, or None.
 DecisionLookup = Callable[[Path | None, int], Mapping[str, Any] | None]
+# (policy, state_dir or None for the configured one) → the policy with learnt adjustments.
+LearntView = Callable[[Policy, Path | None], Policy]
 
 
 @policy_group.command("check")
@@ -99,7 +101,7 @@ def _parse_at(policy: Policy, text: str | None) -> datetime:
 @click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Where the decision database is (with --decision).",
+    help="State dir: the decision database (with --decision) and learnt adjustments.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
@@ -127,6 +129,11 @@ def explain_command(
         for problem in error.problems:
             click.echo(str(problem), err=True)
         raise SystemExit(1) from None
+    # Parents' learnt adjustments (moodgate learn) apply on top of the file, as in the proxy;
+    # the CLI layer hands the view over so the policy room never reads the state dir itself.
+    learnt: LearntView | None = (ctx.obj or {}).get("learnt_view")
+    if learnt is not None:
+        policy = learnt(policy, state_dir)
     if decision_id is not None:
         # The CLI layer hands over the lookup: the policy room never opens the database.
         lookup: DecisionLookup | None = (ctx.obj or {}).get("decision_lookup")
