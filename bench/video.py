@@ -191,7 +191,7 @@ def scorers(kind: str) -> list[Scorer]:
         )
         for width in widths or [None]:
             try:
-                found.append(create_scorer("nested", width=width, threads=1))
+                found.append(create_scorer("nested", width=width, precision=None, threads=1))
             except Exception as exc:  # a broken slice is reported, not fatal
                 print(f"slice {width}: {exc}", file=sys.stderr)
     return found
