@@ -167,3 +167,20 @@ def test_policy_explain_shows_learnt_adjustments(tmp_path) -> None:
     assert before["action"] == "pass" and after["action"] == "block"
     text = runner.invoke(main, args[:-1]).output
     assert "learnt from 12 parent labels" in text
+
+
+def test_eval_reports_every_slice_and_the_baseline() -> None:
+    from conftest import SHARED_DATA
+    from moodgate.emotion.registry import default_model_dir
+
+    oasis = SHARED_DATA / "oasis"
+    if not oasis.exists() or not (default_model_dir() / "manifest.json").exists():
+        pytest.skip("needs ../shared/data/oasis and the shipped model")
+    result = CliRunner().invoke(main, ["eval", "--data", str(oasis), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    manifest = json.loads((default_model_dir() / "manifest.json").read_text())
+    assert len(rows) == len(manifest["slices"]) + 1
+    assert rows[-1]["scorer"] == "heuristic"
+    for result_row in rows:
+        assert -1 <= result_row["valence_r"] <= 1 and result_row["ms_per_image"] > 0

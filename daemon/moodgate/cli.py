@@ -296,6 +296,48 @@ def log_command(
         )
 
 
+@main.command("train")
+@click.option("--data", "data", multiple=True, required=True, metavar="DIR_OR_MANIFEST",
+              help="An OASIS-style directory or a CSV manifest (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("models"),
+              show_default=True, help="Where the ONNX slices and manifest.json go.")
+@click.option("--epochs", default=0, show_default=True,
+              help="Ordered-dropout fine-tuning epochs (0 reproduces the shipped artifacts).")
+@click.option("--seed", default=20260, show_default=True, help="Split and training seed.")
+def train_command(data: tuple[str, ...], out: Path, epochs: int, seed: int) -> None:
+    """Train the nested model and export every slice (needs the `train` extra: torch)."""
+    try:
+        from moodgate.training.train import train
+    except ImportError as exc:
+        fail(f"training needs the train extra (pip install 'moodgate[train]'): {exc}")
+        return
+    manifest = train(list(data), out, epochs=epochs, seed=seed, progress=True)
+    click.echo(f"wrote {len(manifest['slices'])} slices and manifest.json to {out}")
+
+
+@main.command("eval")
+@click.option("--data", "data", multiple=True, required=True, metavar="DIR_OR_MANIFEST",
+              help="An OASIS-style directory or a CSV manifest (repeatable).")
+@click.option("--model-dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per slice.")
+def eval_command(data: tuple[str, ...], model_dir: Path | None, as_json: bool) -> None:
+    """Accuracy and speed of every shipped slice (and the hand-crafted baseline) on the
+    validation split of DATA."""
+    from moodgate.emotion.evaluate import evaluate, format_table
+    from moodgate.emotion.registry import default_model_dir
+
+    try:
+        rows = evaluate(list(data), model_dir or default_model_dir())
+    except (OSError, ValueError, KeyError) as exc:
+        fail(f"cannot evaluate: {exc}")
+        return
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+    else:
+        click.echo(format_table(rows))
+
+
 main.add_command(policy_group)
 main.add_command(install_service)
 main.add_command(reload_command)
