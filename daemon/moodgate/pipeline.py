@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -205,9 +204,3 @@ class ImagePipeline:
                 verdict.body = encode_like(decoded, calmed.frames)
         return verdict
 
-
-def timed(func, *args, **kwargs):  # type: ignore[no-untyped-def]
-    """Run func, returning (result, milliseconds)."""
-    start = time.perf_counter()
-    result = func(*args, **kwargs)
-    return result, (time.perf_counter() - start) * 1000.0

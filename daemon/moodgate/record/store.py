@@ -213,9 +213,6 @@ class DecisionStore:
         return True
 
     # -- reading -----------------------------------------------------------------------
-    def _reader(self) -> sqlite_utils.Database:
-        return open_database(self.path)
-
     def recent(
         self, child: str | None = None, since: timedelta | None = None, limit: int = 1000
     ) -> list[dict[str, Any]]:
