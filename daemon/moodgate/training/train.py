@@ -20,7 +20,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -185,6 +185,23 @@ def calibrate(model: NestedLite0, bank: ImageBank, cfg: SliceConfig, n: int, bs:
     model.bn_mode = "eval"
 
 
+def _best_ridge_alpha(
+    z: np.ndarray, y: np.ndarray, folds: np.ndarray, alphas: Sequence[float]
+) -> tuple[float, float]:
+    """(mean CV Pearson r over valence and arousal, alpha) of the best ridge alpha, 5 folds."""
+    best = (-1e9, alphas[0])
+    for alpha in alphas:
+        pred = np.zeros_like(y)
+        for k in range(5):
+            tr, te = folds != k, folds == k
+            if tr.sum() < 2 or te.sum() < 1:
+                continue
+            pred[te] = np.c_[z[te], np.ones(te.sum())] @ _ridge(z[tr], y[tr], alpha)
+        r = (pearson(pred[:, 0], y[:, 0]) + pearson(pred[:, 1], y[:, 1])) / 2
+        best = max(best, (r, alpha))
+    return best
+
+
 # -- head initialisation: ridge on frozen pooled features ------------------------------------
 @torch.no_grad()
 def init_head(model: NestedLite0, bank: ImageBank, cfg: TrainConfig, log: list[str]) -> None:
@@ -197,19 +214,7 @@ def init_head(model: NestedLite0, bank: ImageBank, cfg: TrainConfig, log: list[s
     model.feat_std.copy_(sd)
     z = ((feats - mu) / sd).double().numpy()
     y = bank.targets.double().numpy()
-    n = len(z)
-    folds = np.arange(n) % 5
-    best = (-1e9, cfg.ridge_alphas[0])
-    for alpha in cfg.ridge_alphas:
-        pred = np.zeros_like(y)
-        for k in range(5):
-            tr, te = folds != k, folds == k
-            if tr.sum() < 2 or te.sum() < 1:
-                continue
-            w = _ridge(z[tr], y[tr], alpha)
-            pred[te] = np.c_[z[te], np.ones(te.sum())] @ w
-        r = (pearson(pred[:, 0], y[:, 0]) + pearson(pred[:, 1], y[:, 1])) / 2
-        best = max(best, (r, alpha))
+    best = _best_ridge_alpha(z, y, np.arange(len(z)) % 5, cfg.ridge_alphas)
     w = _ridge(z, y, best[1])
     model.head.weight.copy_(torch.from_numpy(w[:-1].T).float())
     model.head.bias.copy_(torch.from_numpy(w[-1]).float())
@@ -235,17 +240,7 @@ def refit_head(
     mu, sd = f.mean(0), f.std(0).clamp_min(1e-3)
     z = ((f - mu) / sd).double().numpy()
     y = torch.cat(ys).double().numpy()
-    folds = (torch.cat(groups) % 5).numpy()
-    best = (-1e9, cfg.ridge_alphas[0])
-    for alpha in cfg.ridge_alphas:
-        pred = np.zeros_like(y)
-        for k in range(5):
-            tr, te = folds != k, folds == k
-            if tr.sum() < 2 or te.sum() < 1:
-                continue
-            pred[te] = np.c_[z[te], np.ones(te.sum())] @ _ridge(z[tr], y[tr], alpha)
-        r = (pearson(pred[:, 0], y[:, 0]) + pearson(pred[:, 1], y[:, 1])) / 2
-        best = max(best, (r, alpha))
+    best = _best_ridge_alpha(z, y, (torch.cat(groups) % 5).numpy(), cfg.ridge_alphas)
     w = _ridge(z, y, best[1])
     model.feat_mean.copy_(mu)
     model.feat_std.copy_(sd)
