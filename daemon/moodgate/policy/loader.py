@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from importlib import resources
@@ -87,29 +87,24 @@ class _Loc:
     column: int
 
     def key(self, parent: Any, key: str) -> _Loc:
-        line, column = self.line, self.column
-        lc = getattr(parent, "lc", None)
-        if lc is not None:
-            with contextlib.suppress(KeyError, TypeError, AttributeError):
-                line, column = (n + 1 for n in lc.value(key))
-        return _Loc(f"{self.path}.{key}" if self.path else key, line, column)
+        return self._at(self._child(key), lambda: parent.lc.value(key))
 
     def key_name(self, parent: Any, key: str) -> _Loc:
         """The position of the key itself, for "unknown key" messages."""
-        line, column = self.line, self.column
-        lc = getattr(parent, "lc", None)
-        if lc is not None:
-            with contextlib.suppress(KeyError, TypeError, AttributeError):
-                line, column = (n + 1 for n in lc.key(key))
-        return _Loc(f"{self.path}.{key}" if self.path else key, line, column)
+        return self._at(self._child(key), lambda: parent.lc.key(key))
 
     def item(self, parent: Any, index: int) -> _Loc:
+        return self._at(f"{self.path}[{index}]", lambda: parent.lc.item(index))
+
+    def _child(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def _at(self, path: str, position: Callable[[], tuple[int, int]]) -> _Loc:
+        """ruamel's 0-based (line, column) when the node has it, else this location's."""
         line, column = self.line, self.column
-        lc = getattr(parent, "lc", None)
-        if lc is not None:
-            with contextlib.suppress(KeyError, TypeError, AttributeError, IndexError):
-                line, column = (n + 1 for n in lc.item(index))
-        return _Loc(f"{self.path}[{index}]", line, column)
+        with contextlib.suppress(KeyError, TypeError, AttributeError, IndexError):
+            line, column = (n + 1 for n in position())
+        return _Loc(path, line, column)
 
 
 @dataclass
