@@ -189,3 +189,66 @@ def test_training_smoke(tmp_path: Path) -> None:
         assert s["mflops"] <= 0.25 * manifest["full_mflops"] + 1e-6 or s["width"] == 1.0
     assert all(d["max_abs_diff"] < 1e-4 for d in manifest["onnx_vs_torch_max_abs_diff"])
     assert (tmp_path / "work" / "nested_lite0.pt").exists()
+
+
+def test_ridge_path_matches_the_normal_equations() -> None:
+    """The eigendecomposition path (dual when features outnumber images) is plain ridge with an
+    unpenalised intercept, for wide and for tall feature matrices."""
+    from moodgate.training.train import _ridge
+
+    rng = np.random.default_rng(0)
+    for n, d in ((40, 300), (300, 20)):
+        z, y = rng.normal(size=(n, d)), rng.normal(size=(n, 2))
+        a = np.c_[z, np.ones(n)]
+        reg = 5.0 * np.eye(d + 1)
+        reg[-1, -1] = 0.0
+        want = np.linalg.solve(a.T @ a + reg, a.T @ y)
+        assert np.abs(_ridge(z, y, 5.0) - want).max() < 1e-9
+
+
+def test_uncut_slices_keep_pretrained_stats_and_cut_ones_recalibrate(
+    pretrained: NestedLite0,
+) -> None:
+    from moodgate.training.train import prepare_slice
+
+    torch.manual_seed(3)
+    xs = {128: torch.randn(6, 3, 128, 128)}
+    bank = _Bank(pretrained, xs)
+    cfg = TrainConfig(calib_images=6)
+    uncut = SliceConfig(resolution=128)
+    prepare_slice(pretrained, bank, uncut, cfg)
+    mean, _ = pretrained.stats[uncut.key()]["b9.bn2"]
+    assert torch.equal(mean, pretrained._blocks[9]._bn2.running_mean)
+    cut = SliceConfig(resolution=128, expand=(M_BLOCKS,) * 8 + (2,) * 8)
+    prepare_slice(pretrained, bank, cut, cfg)
+    mean, _ = pretrained.stats[cut.key()]["b9.bn2"]
+    assert not torch.allclose(mean, pretrained._blocks[9]._bn2.running_mean)
+    # once the backbone has been trained, even the uncut network is recalibrated
+    pretrained.backbone_tuned = True
+    try:
+        prepare_slice(pretrained, bank, uncut, cfg)
+        mean, _ = pretrained.stats[uncut.key()]["b9.bn2"]
+        assert not torch.allclose(mean, pretrained._blocks[9]._bn2.running_mean)
+    finally:
+        pretrained.backbone_tuned = False
+
+
+def test_each_slice_exports_its_own_readout(pretrained: NestedLite0, tmp_path: Path) -> None:
+    from moodgate.training.nested_lite0 import FEAT_DIM, Readout
+
+    cfg = SliceConfig(resolution=128)
+    torch.manual_seed(4)
+    x = torch.randn(3, 3, 128, 128)
+    calibrate(pretrained, _Bank(pretrained, {128: x}), cfg, 3)
+    pretrained.readouts[cfg.key()] = Readout(
+        torch.zeros(FEAT_DIM),
+        torch.ones(FEAT_DIM),
+        torch.zeros(2, FEAT_DIM),
+        torch.tensor([0.3, -0.4]),
+    )
+    try:
+        got = _ort(export_slice(pretrained, cfg, "fp32", tmp_path / "r.onnx"), x)
+        assert np.allclose(got, [[0.3, -0.4]] * 3, atol=1e-6)
+        assert np.allclose(_torch(pretrained, x, cfg), got, atol=1e-6)
+    finally:
+        del pretrained.readouts[cfg.key()]

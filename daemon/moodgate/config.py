@@ -37,7 +37,7 @@ class Settings:
     model_dir: Path | None = None  # None: the shipped models/
     scorer: str = "auto"  # auto | nested | heuristic
     model_width: float | None = None  # None: the widest slice
-    precision: str = "fp32"
+    precision: str | None = None  # None: fp32 where a width ships both, else int8
     workers: int = 0  # 0: one per CPU core
     deadline_ms: int = 3000
     # Video: a whole segment or file is decoded, scored and maybe re-encoded (docs/video.md).

@@ -46,7 +46,7 @@ def _describe(slices: Sequence[dict]) -> str:
     return ", ".join(f"{s['width']:g}/{s['precision']}" for s in slices)
 
 
-def pick_slice(manifest: dict, width: float | None = None, precision: str | None = "fp32") -> dict:
+def pick_slice(manifest: dict, width: float | None = None, precision: str | None = None) -> dict:
     """The widest slice whose width is ≤ `width` (None = widest), of `precision`.
 
     precision None takes any precision, fp32 first among equally wide slices.
@@ -120,7 +120,7 @@ class NestedOnnxScorer:
 def load_scorer(
     model_dir: Path,
     width: float | None = None,
-    precision: str | None = "fp32",
+    precision: str | None = None,
     intra_op_threads: int = 1,
     batch_size: int = 4,
 ) -> NestedOnnxScorer:

@@ -27,7 +27,7 @@ def create_scorer(
     kind: str = "auto",
     model_dir: Path | None = None,
     width: float | None = None,
-    precision: str | None = "fp32",
+    precision: str | None = None,
     threads: int = 1,
 ) -> Scorer:
     """`nested` loads a slice of the ONNX model; `auto` falls back to `heuristic` if it can't."""

@@ -17,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from moodgate.training.nested_lite0 import (
     BN_EPS,
+    HEAD_CONV,
     LAYERS,
     STAGE_BLOCKS,
     TAP_STAGES,
@@ -139,10 +140,20 @@ def build_onnx(model: NestedLite0, cfg: SliceConfig, precision: str) -> onnx.Mod
             if i == STAGE_BLOCKS[a.stage][-1] and a.stage in TAP_STAGES:
                 pooled.append(g.op("Flatten", [g.op("GlobalAveragePool", [x], "gap")], "mean"))
                 pooled.append(g.op("Flatten", [g.op("GlobalMaxPool", [x], "gmp")], "max"))
+        f, b = _fold(model._conv_head, model._bn1, stats.get("bn1"), HEAD_CONV)
+        w = _weight(g, model._conv_head, (slice(None),), f, bits["conv_head"], "head_conv")
+        x = relu6(conv(x, w, b, 1, 1, 1, h, "head_conv"))
+        pooled.append(g.op("Flatten", [g.op("GlobalAveragePool", [x], "gap")], "mean"))
         feats = g.op("Concat", pooled, "feats", axis=1)
-        # feature standardisation folded into the linear head
-        w = model.head.weight / model.feat_std
-        b = model.head.bias - (w * model.feat_mean).sum(1)
+        # the slice's read-out (or the shared head), feature standardisation folded in
+        r = model.readouts.get(cfg.key())
+        mean, std, weight, bias = (
+            (r.mean, r.std, r.weight, r.bias)
+            if r is not None
+            else (model.feat_mean, model.feat_std, model.head.weight, model.head.bias)
+        )
+        w = weight / std
+        b = bias - (w * mean).sum(1)
         wn = g.const(w.numpy().astype(np.float32), "head_w")
         bn = g.const(b.numpy().astype(np.float32), "head_b")
         out = g.op("Gemm", [feats, wn, bn], "head", transB=1)

