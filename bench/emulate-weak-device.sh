@@ -52,6 +52,10 @@ trap cleanup EXIT
 
 if [[ -n "$quota" ]]; then
     quota_us=$(python3 -c "print(max(1000, int(float('$quota') * $period)))")
+    if python3 -c "import sys; sys.exit(0 if float('$quota') * $period < 1000 else 1)"; then
+        echo "emulate-weak-device: warning: a quota under 1 ms per period is raised to 1 ms" \
+             "(the kernel's minimum): $quota cores needs --period-us $(python3 -c "import math; print(math.ceil(1000 / float('$quota')))") or more" >&2
+    fi
     if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then  # cgroup v2
         self=$(awk -F: '$1 == "0" {print $3}' /proc/self/cgroup)
         base="/sys/fs/cgroup${self%/}"
