@@ -152,7 +152,8 @@ def test_shipped_onnx_matches_trained_network() -> None:
         if cfg.key() not in model.stats:
             pytest.skip("checkpoint is from a different run than the manifest")
         x = torch.randn(4, 3, cfg.resolution, cfg.resolution)
-        got = _ort(MODELS / s["file"], x)
+        off = s.get("output_offset", 0)
+        got = _ort(MODELS / s["file"], x)[:, off : off + 2]
         assert np.abs(got - _torch(model, x, cfg)).max() < 1e-4, s["file"]
 
 
@@ -252,3 +253,38 @@ def test_each_slice_exports_its_own_readout(pretrained: NestedLite0, tmp_path: P
         assert np.allclose(_torch(pretrained, x, cfg), got, atol=1e-6)
     finally:
         del pretrained.readouts[cfg.key()]
+
+
+def test_slices_differing_only_in_input_size_share_one_graph(
+    pretrained: NestedLite0, tmp_path: Path
+) -> None:
+    """One file serves every input size (TF-'same' via auto_pad), each slice with its own
+    read-out in its own output columns; a cut slice cannot join the group."""
+    from moodgate.training.export import same_graph
+    from moodgate.training.nested_lite0 import FEAT_DIM, Readout
+
+    sizes = (224, 144, 96)
+    cfgs = [SliceConfig(resolution=r) for r in sizes]
+    torch.manual_seed(5)
+    for k, c in enumerate(cfgs):
+        pretrained.use_pretrained_stats(c)
+        pretrained.readouts[c.key()] = Readout(
+            torch.zeros(FEAT_DIM), torch.ones(FEAT_DIM), 0.01 * torch.randn(2, FEAT_DIM),
+            torch.tensor([0.1 * k, -0.1 * k]),
+        )  # fmt: skip
+    try:
+        assert all(same_graph(pretrained, cfgs[0], c) for c in cfgs)
+        cut = SliceConfig(resolution=96, expand=(M_BLOCKS,) * 8 + (2,) * 8)
+        calibrate(pretrained, _Bank(pretrained, {96: torch.randn(4, 3, 96, 96)}), cut, 4)
+        assert not same_graph(pretrained, cfgs[0], cut)
+        for prec in ("fp32", "int8"):
+            group = [c.with_bits(8) for c in cfgs] if prec == "int8" else cfgs
+            path = export_slice(pretrained, group, prec, tmp_path / f"g_{prec}.onnx")
+            for k, c in enumerate(group):
+                x = torch.randn(2, 3, c.resolution, c.resolution)
+                got = _ort(path, x)
+                assert got.shape == (2, 2 * len(sizes))
+                assert np.abs(got[:, 2 * k : 2 * k + 2] - _torch(pretrained, x, c)).max() < 1e-4
+    finally:
+        for c in cfgs:
+            pretrained.readouts.pop(c.key(), None)

@@ -98,6 +98,9 @@ class NestedOnnxScorer:
         self._mean = np.asarray(norm.get("mean", [NORM_MEAN] * 3), np.float32).reshape(1, 1, 3)
         self._std = np.asarray(norm.get("std", [NORM_STD] * 3), np.float32).reshape(1, 1, 3)
         self.batch_size = max(1, batch_size)
+        # Slices that differ only in input size share one file; its output holds every such
+        # slice's read-out side by side, and this slice's pair starts at `output_offset`.
+        self._offset = int(spec.get("output_offset", 0))
 
     def _prep(self, frame: np.ndarray) -> np.ndarray:
         if frame.ndim == 2:
@@ -110,7 +113,8 @@ class NestedOnnxScorer:
         out = []
         for i in range(0, len(frames), self.batch_size):
             x = np.stack([self._prep(f) for f in frames[i : i + self.batch_size]])
-            out.append(self.session.run(None, {self._input: x})[0])
+            y = self.session.run(None, {self._input: x})[0]
+            out.append(y[:, self._offset : self._offset + 2])
         return np.concatenate(out) if out else np.zeros((0, 2), np.float32)
 
     def score_frames(self, frames: Sequence[np.ndarray]) -> list[Emotion]:

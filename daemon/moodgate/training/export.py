@@ -1,9 +1,15 @@
 """Cut one slice out of the nested weights and write it as a plain ONNX graph.
 
 The graph is built with `onnx.helper` rather than torch's exporter: it is a straight chain of
-Conv/Clip/Add/pool nodes with BN folded in, static TF-'same' pads for the slice's input size,
-and either float weights (fp32) or int8 codes + per-channel scales feeding DequantizeLinear
-(int8: weight-only, so the file is ~4× smaller and the codes are literally the nested ones).
+Conv/Clip/Add/pool nodes with BN folded in, TF-'same' padding (`auto_pad=SAME_UPPER`, so one
+graph takes any input size), and either float weights (fp32) or int8 codes + per-channel
+scales feeding DequantizeLinear (int8: weight-only, so the file is ~4× smaller and the codes
+are literally the nested ones).
+
+Slices that differ only in input resolution and share their BN statistics (uncut slices of the
+pretrained backbone) are one graph: `export_group` writes it once with every slice's read-out
+side by side in the output, (N, 2 × slices), which keeps the full-width fp32 file within the
+size budget.
 """
 
 from __future__ import annotations
@@ -24,9 +30,7 @@ from moodgate.training.nested_lite0 import (
     NestedBN,
     NestedLite0,
     SliceConfig,
-    _out_hw,
     quantize_codes,
-    tf_same_pads,
     truncate_codes,
 )
 
@@ -81,10 +85,29 @@ def _weight(
     return g.op("DequantizeLinear", [qn, sn, zn], p + "_w", axis=0)
 
 
-def build_onnx(model: NestedLite0, cfg: SliceConfig, precision: str) -> onnx.ModelProto:
-    """The slice `cfg` with BN folded (stats from `model.stats[cfg.key()]`)."""
+def same_graph(model: NestedLite0, a: SliceConfig, b: SliceConfig) -> bool:
+    """True when `a` and `b` fold into the same weights: one graph can run both."""
+    if (a.expand, a.depth, a.bits) != (b.expand, b.depth, b.bits):
+        return False
+    sa, sb = model.stats[a.key()], model.stats[b.key()]
+    return sa.keys() == sb.keys() and all(
+        torch.equal(x, y) for k in sa for x, y in zip(sa[k], sb[k], strict=True)
+    )
+
+
+def build_onnx(
+    model: NestedLite0, cfgs: SliceConfig | list[SliceConfig], precision: str
+) -> onnx.ModelProto:
+    """The slice(s) `cfgs` with BN folded (stats from `model.stats[cfg.key()]`).
+
+    Several configs must pass `same_graph`; output column pair k is `cfgs[k]`'s read-out.
+    """
     if precision not in ("fp32", "int8"):
         raise ValueError(precision)
+    group = [cfgs] if isinstance(cfgs, SliceConfig) else list(cfgs)
+    cfg = group[0]
+    if not all(same_graph(model, cfg, c) for c in group[1:]):
+        raise ValueError("slices in one graph must share cuts, bits and BN statistics")
     stats = model.stats[cfg.key()]
     bits = dict(zip(LAYERS, cfg.bits, strict=True))
     if precision == "fp32":
@@ -94,20 +117,12 @@ def build_onnx(model: NestedLite0, cfg: SliceConfig, precision: str) -> onnx.Mod
     g = _Graph()
     lo = g.const(np.array(0.0, np.float32), "zero")
     hi = g.const(np.array(6.0, np.float32), "six")
-    h = cfg.resolution
 
-    def conv(x: str, w: str, b: torch.Tensor, k: int, s: int, groups: int, hin: int, p: str) -> str:
-        pt, pb = tf_same_pads(hin, k, s)
+    def conv(x: str, w: str, b: torch.Tensor, k: int, s: int, groups: int, p: str) -> str:
         bn = g.const(b.detach().numpy().astype(np.float32), p + "_b")
-        return g.op(
-            "Conv",
-            [x, w, bn],
-            p,
-            kernel_shape=[k, k],
-            strides=[s, s],
-            pads=[pt, pt, pb, pb],
-            group=groups,
-        )
+        # SAME_UPPER = TF 'same': total padding from the input size, the odd pixel at the end
+        pad: dict[str, object] = {"auto_pad": "SAME_UPPER"} if k > 1 else {"pads": [0, 0, 0, 0]}
+        return g.op("Conv", [x, w, bn], p, kernel_shape=[k, k], strides=[s, s], group=groups, **pad)
 
     def relu6(x: str) -> str:
         return g.op("Clip", [x, lo, hi], "relu6")
@@ -115,8 +130,7 @@ def build_onnx(model: NestedLite0, cfg: SliceConfig, precision: str) -> onnx.Mod
     with torch.no_grad():
         f, b = _fold(model._conv_stem, model._bn0, stats.get("bn0"), 32)
         w = _weight(g, model._conv_stem, (slice(None),), f, bits["stem"], "stem")
-        x = relu6(conv("input", w, b, 3, 2, 1, h, "stem"))
-        h = _out_hw(h, 2)
+        x = relu6(conv("input", w, b, 3, 2, 1, "stem"))
         active = set(cfg.active_blocks())
         pooled: list[str] = []
         for i, blk in enumerate(model._blocks):
@@ -127,14 +141,13 @@ def build_onnx(model: NestedLite0, cfg: SliceConfig, precision: str) -> onnx.Mod
                 if a.expand != 1:
                     f, b = _fold(blk._expand_conv, blk._bn0, stats.get(f"{p}.bn0"), c)
                     w = _weight(g, blk._expand_conv, (slice(0, c),), f, nb, p + "_exp")
-                    x = relu6(conv(x, w, b, 1, 1, 1, h, p + "_exp"))
+                    x = relu6(conv(x, w, b, 1, 1, 1, p + "_exp"))
                 f, b = _fold(blk._depthwise_conv, blk._bn1, stats.get(f"{p}.bn1"), c)
                 w = _weight(g, blk._depthwise_conv, (slice(0, c),), f, nb, p + "_dw")
-                x = relu6(conv(x, w, b, a.kernel, a.stride, c, h, p + "_dw"))
-                h = _out_hw(h, a.stride)
+                x = relu6(conv(x, w, b, a.kernel, a.stride, c, p + "_dw"))
                 f, b = _fold(blk._project_conv, blk._bn2, stats.get(f"{p}.bn2"), a.cout)
                 w = _weight(g, blk._project_conv, (slice(None), slice(0, c)), f, nb, p + "_proj")
-                x = conv(x, w, b, 1, 1, 1, h, p + "_proj")
+                x = conv(x, w, b, 1, 1, 1, p + "_proj")
                 if a.residual:
                     x = g.op("Add", [x, inp], p + "_add")
             if i == STAGE_BLOCKS[a.stage][-1] and a.stage in TAP_STAGES:
@@ -142,31 +155,34 @@ def build_onnx(model: NestedLite0, cfg: SliceConfig, precision: str) -> onnx.Mod
                 pooled.append(g.op("Flatten", [g.op("GlobalMaxPool", [x], "gmp")], "max"))
         f, b = _fold(model._conv_head, model._bn1, stats.get("bn1"), HEAD_CONV)
         w = _weight(g, model._conv_head, (slice(None),), f, bits["conv_head"], "head_conv")
-        x = relu6(conv(x, w, b, 1, 1, 1, h, "head_conv"))
+        x = relu6(conv(x, w, b, 1, 1, 1, "head_conv"))
         pooled.append(g.op("Flatten", [g.op("GlobalAveragePool", [x], "gap")], "mean"))
         feats = g.op("Concat", pooled, "feats", axis=1)
-        # the slice's read-out (or the shared head), feature standardisation folded in
-        r = model.readouts.get(cfg.key())
-        mean, std, weight, bias = (
-            (r.mean, r.std, r.weight, r.bias)
-            if r is not None
-            else (model.feat_mean, model.feat_std, model.head.weight, model.head.bias)
-        )
-        w = weight / std
-        b = bias - (w * mean).sum(1)
+        # each slice's read-out (or the shared head), feature standardisation folded in
+        ws, bs = [], []
+        for c in group:
+            r = model.readouts.get(c.key())
+            mean, std, weight, bias = (
+                (r.mean, r.std, r.weight, r.bias)
+                if r is not None
+                else (model.feat_mean, model.feat_std, model.head.weight, model.head.bias)
+            )
+            ws.append(weight / std)
+            bs.append(bias - (ws[-1] * mean).sum(1))
+        w, b = torch.cat(ws), torch.cat(bs)
         wn = g.const(w.numpy().astype(np.float32), "head_w")
         bn = g.const(b.numpy().astype(np.float32), "head_b")
         out = g.op("Gemm", [feats, wn, bn], "head", transB=1)
         g.nodes[-1].output[0] = "valence_arousal"
     graph = helper.make_graph(
         g.nodes,
-        f"moodgate_nested_lite0_{cfg.key()}_{precision}",
+        f"moodgate_nested_lite0_{'+'.join(c.key() for c in group)}_{precision}",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "H", "W"])],
         [
             helper.make_tensor_value_info(
-                "input", TensorProto.FLOAT, ["N", 3, cfg.resolution, cfg.resolution]
+                "valence_arousal", TensorProto.FLOAT, ["N", 2 * len(group)]
             )
         ],
-        [helper.make_tensor_value_info("valence_arousal", TensorProto.FLOAT, ["N", 2])],
         g.inits,
     )
     del out
@@ -178,7 +194,10 @@ def build_onnx(model: NestedLite0, cfg: SliceConfig, precision: str) -> onnx.Mod
     return m
 
 
-def export_slice(model: NestedLite0, cfg: SliceConfig, precision: str, path: Path) -> Path:
+def export_slice(
+    model: NestedLite0, cfgs: SliceConfig | list[SliceConfig], precision: str, path: Path
+) -> Path:
+    """Write one slice, or a `same_graph` group of slices, as one ONNX file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(build_onnx(model, cfg, precision), str(path))
+    onnx.save(build_onnx(model, cfgs, precision), str(path))
     return path

