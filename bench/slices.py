@@ -88,10 +88,17 @@ def run_turn(scorer: Scorer, frames: list[np.ndarray], callers: int, items: int)
     return time.perf_counter() - start
 
 
+def input_shape(dims: list[Any], size: int) -> list[int]:
+    """A batch of one at the slice's input size: files shared by several sizes leave H, W
+    symbolic."""
+    batch, channels = (d if isinstance(d, int) else 1 for d in dims[:2])
+    return [batch, channels, size, size]
+
+
 class BareSession:
     """The slice's onnxruntime session on a ready tensor: the model without its Python glue."""
 
-    def __init__(self, path: Path, fold_weights: bool = False) -> None:
+    def __init__(self, path: Path, size: int, fold_weights: bool = False) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -102,7 +109,7 @@ class BareSession:
         self.session = ort.InferenceSession(str(path), options,
                                             providers=["CPUExecutionProvider"])  # fmt: skip
         spec = self.session.get_inputs()[0]
-        shape = [d if isinstance(d, int) else 1 for d in spec.shape]
+        shape = input_shape(spec.shape, size)
         self.feed = {spec.name: np.random.default_rng(0).normal(size=shape).astype(np.float32)}
 
     def score_frames(self, frames: object) -> None:
@@ -163,9 +170,10 @@ def bare_sessions(
     out: dict[SliceKey, dict[str, BareSession]] = {}
     for key, entry in entries.items():
         path = session_path(model_dir, entry)
-        out[key] = {"bare": BareSession(path)}
+        size = int(entry["input_size"])
+        out[key] = {"bare": BareSession(path, size)}
         if key[1] == "int8":
-            out[key]["bare folded"] = BareSession(path, fold_weights=True)
+            out[key]["bare folded"] = BareSession(path, size, fold_weights=True)
     return out
 
 
@@ -181,8 +189,7 @@ def profile_ops(model_dir: Path, entry: dict[str, Any], runs: int = 30) -> dict[
         session = ort.InferenceSession(str(session_path(model_dir, entry)), options,
                                        providers=["CPUExecutionProvider"])  # fmt: skip
         spec = session.get_inputs()[0]
-        shape = [d if isinstance(d, int) else 1 for d in spec.shape]
-        tensor = np.zeros(shape, np.float32)
+        tensor = np.zeros(input_shape(spec.shape, int(entry["input_size"])), np.float32)
         for _ in range(runs):
             session.run(None, {spec.name: tensor})
         events = json.loads(Path(session.end_profiling()).read_text())
