@@ -208,20 +208,16 @@ def _best_ridge_alpha(
 # -- head initialisation: ridge on frozen pooled features ------------------------------------
 @torch.no_grad()
 def init_head(model: NestedLite0, bank: ImageBank, cfg: TrainConfig, log: list[str]) -> None:
+    """Start the shared training head from the full network's ridge read-out."""
     full = replace(FULL, resolution=cfg.init_res)
     calibrate(model, bank, full, cfg.calib_images)
-    x = bank.trunk(model, cfg.init_res)
-    feats = torch.cat([model.features(x[i : i + 64], full, True) for i in range(0, len(x), 64)])
-    mu, sd = feats.mean(0), feats.std(0).clamp_min(1e-3)
-    model.feat_mean.copy_(mu)
-    model.feat_std.copy_(sd)
-    z = ((feats - mu) / sd).double().numpy()
-    y = bank.targets.double().numpy()
-    best = _best_ridge_alpha(z, y, np.arange(len(z)) % 5, cfg.ridge_alphas)
-    w = _ridge(z, y, best[1])
-    model.head.weight.copy_(torch.from_numpy(w[:-1].T).float())
-    model.head.bias.copy_(torch.from_numpy(w[-1]).float())
-    log.append(f"ridge head init: alpha={best[1]:g} train-CV r={best[0]:.3f}")
+    r = fit_readout(model, bank, full, cfg)
+    readout = model.readouts.pop(full.key())
+    model.feat_mean.copy_(readout.mean)
+    model.feat_std.copy_(readout.std)
+    model.head.weight.copy_(readout.weight)
+    model.head.bias.copy_(readout.bias)
+    log.append(f"ridge head init: train-CV r={r:.3f}")
 
 
 def _ridge(z: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
