@@ -51,6 +51,29 @@ def test_jpeg_scored_from_draft_decode_at_reduced_size() -> None:
     assert channels == 3 and 224 <= min(height, width) <= 448
 
 
+SMOOTH = {
+    "jpeg": lambda: mf.jpeg(mf.calm_landscape(1200, 800)),
+    "png": lambda: mf.png(mf.calm_landscape(1200, 800)),
+    "webp": lambda: mf.webp(mf.calm_landscape(1200, 800)),
+    "alpha png": lambda: mf.alpha_png(),
+    "animated gif": lambda: mf.animated_gif(),
+}
+
+
+@pytest.mark.parametrize("make", SMOOTH.values(), ids=SMOOTH.keys())
+def test_square_frames_are_the_models_input_resampled_once(make) -> None:
+    """What the nested scorer gets: size×size RGB, close to resizing the full frame once."""
+    data = make()
+    info = probe(data)
+    _, frames = frames_for_scoring(data, size=96, max_frames=2, info=info, square=True)
+    _, full = frames_for_scoring(data, size=4096, max_frames=2)  # no reduction at all
+    assert len(frames) == len(full) == min(info.frames, 2)
+    for frame, reference in zip(frames, full, strict=True):
+        assert frame.shape == (96, 96, 3) and frame.dtype == np.uint8
+        expected = np.asarray(Image.fromarray(reference).resize((96, 96), Image.BILINEAR))
+        assert np.abs(frame.astype(float) - expected).mean() < 2.0
+
+
 def test_animated_frames_are_sampled(media) -> None:
     info, frames = frames_for_scoring(media["anim.gif"], max_frames=3)
     assert info.frames == 6 and len(frames) == 3

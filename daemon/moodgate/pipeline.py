@@ -131,7 +131,7 @@ class ImagePipeline:
             if info.width < profile.inspect.min_width or info.height < profile.inspect.min_height:
                 small = f"{profile.child}/small"
                 return Verdict(Action.PASS, small, "skipped", kind=kind, info=info)
-            scored, outcome = self._score(data)
+            scored, outcome = self._score(data, info)
             return self._act(profile.decide(scored.emotion), data, scored, outcome)
         except MediaError as exc:
             return self.fallback(profile, "error", str(exc), kind or claimed_kind, data)
@@ -165,7 +165,7 @@ class ImagePipeline:
                            kind=kind, info=info)
         return Verdict(Action.PASS, decision.rule, "host-list", kind=kind)
 
-    def _score(self, data: bytes) -> tuple[_Scored, str]:
+    def _score(self, data: bytes, info: ImageInfo) -> tuple[_Scored, str]:
         key = hashlib.blake2b(data, digest_size=16).digest()
         # An adaptive scorer (runtime/) names the slice for this item up front, so the slice
         # recorded is the one that scored, whatever the load switches to meanwhile.
@@ -176,8 +176,9 @@ class ImagePipeline:
         if cached is not None and cached.model_width >= scorer.width:
             return cached, "cached"
         info, frames = frames_for_scoring(
-            data, size=scorer.input_size, limits=self.limits, max_frames=self.max_frames
-        )
+            data, size=scorer.input_size, limits=self.limits, max_frames=self.max_frames,
+            info=info, square=getattr(scorer, "square_input", False),
+        )  # fmt: skip
         entry = _Scored(info, score(scorer, frames), scorer.name, scorer.width, scorer.precision)
         self.cache.put(key, entry)
         return entry, "scored"

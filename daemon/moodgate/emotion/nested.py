@@ -93,10 +93,13 @@ class NestedOnnxScorer:
         self.width = float(spec["width"])
         self.precision = str(spec["precision"])
         self.input_size = int(spec["input_size"])
+        # The pipeline decodes straight to input_size × input_size for this scorer.
+        self.square_input = True
         self.name = f"nested-lite0-w{self.width:g}-{self.precision}"
         norm = spec.get("normalisation", {})
         self._mean = np.asarray(norm.get("mean", [NORM_MEAN] * 3), np.float32).reshape(1, 1, 3)
         self._std = np.asarray(norm.get("std", [NORM_STD] * 3), np.float32).reshape(1, 1, 3)
+        self._inv_std = 1.0 / self._std
         self.batch_size = max(1, batch_size)
         # Slices that differ only in input size share one file; its output holds every such
         # slice's read-out side by side, and this slice's pair starts at `output_offset`.
@@ -105,8 +108,12 @@ class NestedOnnxScorer:
     def _prep(self, frame: np.ndarray) -> np.ndarray:
         if frame.ndim == 2:
             frame = np.stack([frame] * 3, -1)
-        x = resize_rgb(frame, self.input_size).astype(np.float32)
-        return ((x - self._mean) / self._std).transpose(2, 0, 1)
+        if frame.shape[:2] != (self.input_size, self.input_size) or frame.shape[2] != 3:
+            frame = resize_rgb(frame, self.input_size)
+        x = frame.astype(np.float32)
+        x -= self._mean
+        x *= self._inv_std
+        return x.transpose(2, 0, 1)
 
     def predict(self, frames: Sequence[np.ndarray]) -> np.ndarray:
         """Raw (N, 2) valence/arousal predictions, unclipped."""

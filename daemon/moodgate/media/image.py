@@ -136,7 +136,7 @@ def _flatten(frame: Image.Image) -> Image.Image:
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         canvas.alpha_composite(rgba)
         return canvas.convert("RGB")
-    return frame.convert("RGB")
+    return frame if frame.mode == "RGB" else frame.convert("RGB")
 
 
 def sample_indices(frames: int, count: int) -> list[int]:
@@ -153,13 +153,17 @@ def frames_for_scoring(
     size: int = 224,
     limits: ImageLimits | None = None,
     max_frames: int = 4,
+    info: ImageInfo | None = None,
+    square: bool = False,
 ) -> tuple[ImageInfo, list[np.ndarray]]:
     """Decode at reduced size: RGB uint8 frames whose shorter side is about `size` or more.
 
-    JPEGs use draft mode, so the decoder itself skips most of the work.
+    JPEGs use draft mode, so the decoder itself skips most of the work. `square` resizes each
+    frame straight to size×size, the model's input, so it is resampled once, not twice.
+    `info` from an earlier `probe` of the same bytes saves parsing the header again.
     """
     limits = limits or ImageLimits()
-    info = probe(data, limits)
+    info = info or probe(data, limits)
     image = _open(data)
     arrays: list[np.ndarray] = []
     try:
@@ -172,7 +176,10 @@ def frames_for_scoring(
             if info.kind is MediaKind.JPEG:
                 frame = ImageOps.exif_transpose(frame)
             frame = _flatten(frame)
-            if min(frame.size) > 2 * size:
+            if square:
+                if frame.size != (size, size):
+                    frame = frame.resize((size, size), Image.Resampling.BILINEAR)
+            elif min(frame.size) > 2 * size:
                 scale = size / min(frame.size)
                 frame = frame.resize(
                     (max(1, round(frame.width * scale)), max(1, round(frame.height * scale))),
