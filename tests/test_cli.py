@@ -84,6 +84,9 @@ def test_config_file_and_overrides(tmp_path) -> None:
     config.write_text("listen_port: 9090\ndeadline_ms: 500\ndebug_headers: yes\n")
     settings = load_settings(config, deadline_ms=250)
     assert settings.listen_port == 9090 and settings.deadline_ms == 250 and settings.debug_headers
+    config.write_text("debug_headers: maybe\n")
+    with pytest.raises(ConfigError, match="debug_headers"):
+        load_settings(config)  # a typo in a yes/no setting is an error, not a silent "no"
     config.write_text("listen_prot: 9090\n")
     with pytest.raises(ConfigError, match="unknown setting 'listen_prot'"):
         load_settings(config)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from moodgate.config import Settings
+from moodgate.addon import OPTIONS
+from moodgate.config import ConfigError, Settings
 from moodgate.emotion.heuristic import HeuristicScorer
 from moodgate.emotion.registry import ScorerUnavailable
 from moodgate.pipeline import ImagePipeline
@@ -184,3 +185,33 @@ def test_engine_sheds_to_on_timeout_when_saturated(
     finally:
         engine.stop()
     assert verdict.outcome == "timeout" and verdict.error.startswith("shed")
+
+
+def test_status_report_carries_the_selector_state(
+    tmp_path: Path, media, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """status.json (what `moodgate status` reads) says which slice runs and how loaded it is."""
+    from types import SimpleNamespace
+
+    from moodgate.addon import settings_from_options
+    from moodgate.engine import Engine
+    from moodgate.service import ServiceHooks
+
+    write_manifest(tmp_path / "models")
+    monkeypatch.setattr(runtime_build, "load_nested_slice", FakeLoader())
+    options = SimpleNamespace(**{name: default for name, (_, default, _) in OPTIONS.items()})
+    options.moodgate_state_dir = str(tmp_path / "state")
+    options.moodgate_model_dir = str(tmp_path / "models")
+    options.moodgate_shed_overload = "on"
+    engine = Engine(settings_from_options(options))
+    assert engine.adaptive is not None and engine.adaptive.shed_overload
+    engine.adaptive.selector.level = len(engine.adaptive.selector.ladder) - 1
+    assert engine.adaptive.shed(10**9)
+    master = SimpleNamespace(addons=SimpleNamespace(get=lambda name: None))
+    hooks = ServiceHooks(SimpleNamespace(engine=engine), master, "regular", tmp_path / "state")
+    selector = hooks.snapshot().extra["selector"]
+    assert selector["current"] == engine.adaptive.selector.current.label
+    assert selector["shed"] == 1 and selector["ladder"]
+    options.moodgate_shed_overload = "perhaps"
+    with pytest.raises(ConfigError, match="shed_overload"):
+        settings_from_options(options)

@@ -147,3 +147,9 @@ def test_status_lines_show_the_choice_and_the_slice_in_use(tmp_path: Path) -> No
     assert any("w0.25/int8" in line and "in use now" in line for line in lines)
     summary = runtime_status(tmp_path, 20.0, report)
     assert summary["chosen"] == [0.5, "int8"] and summary["current"] == [0.25, "int8"]
+    assert summary["selector"] is None
+    report["extra"] = {"selector": {"current": "w0.25/int8", "rate_per_s": 41.5, "slowdown": 1.4,
+                                    "switches": 3, "hold_s": 4.0, "shed": 0}}  # fmt: skip
+    assert runtime_status(tmp_path, 20.0, report)["selector"]["switches"] == 3
+    assert "load now: on w0.25/int8, 41.5 items/s, 1.4x the calibrated time, 3 slice switches" \
+        in runtime_status_lines(tmp_path, 20.0, report)[-1]

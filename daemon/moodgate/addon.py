@@ -41,6 +41,12 @@ OPTIONS: dict[str, tuple[type, Any, str]] = {
         0,
         "p95 added latency per image the slice choice aims for; 0: the configured one",
     ),
+    "moodgate_shed_overload": (
+        str,
+        "",
+        "on: answer images that even the narrowest slice cannot score within the budget with "
+        "the policy's on_timeout at once; off: queue them; empty: the configured one",
+    ),
     "moodgate_video_deadline_ms": (int, 0, "Per-video/segment deadline in ms; 0: configured"),
     "moodgate_debug_headers": (bool, False, "Add an X-Moodgate header to inspected responses"),
     "moodgate_neighbours": (str, "", "Neighbour table file for MAC matching (tests)"),
@@ -56,6 +62,7 @@ _FIELD = {
     "moodgate_workers": "workers",
     "moodgate_deadline_ms": "deadline_ms",
     "moodgate_latency_budget_ms": "latency_budget_ms",
+    "moodgate_shed_overload": "shed_overload",
     "moodgate_video_deadline_ms": "video_deadline_ms",
     "moodgate_debug_headers": "debug_headers",
     "moodgate_neighbours": "neighbours",

@@ -84,6 +84,10 @@ class Settings:
         return replace(self, **changes)
 
 
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
 def _coerce(name: str, value: Any, current: Any, annotation: Any) -> Any:
     text = str(annotation)
     if value is None or value == "":
@@ -95,7 +99,10 @@ def _coerce(name: str, value: Any, current: Any, annotation: Any) -> Any:
             return Path(str(value)).expanduser()
         if "bool" in text:
             if isinstance(value, str):
-                return value.strip().lower() in {"1", "true", "yes", "on"}
+                word = value.strip().lower()
+                if word not in _TRUE | _FALSE:
+                    raise ValueError(word)
+                return word in _TRUE
             return bool(value)
         if "int" in text and "float" not in text:
             return int(value)

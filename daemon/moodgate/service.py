@@ -261,4 +261,6 @@ class ServiceHooks:
             db_dropped=store.dropped,
             db_error=store.last_error,
             decisions=engine.decided,
+            # How the adaptive scorer is coping with the load right now.
+            extra={"selector": engine.adaptive.state()} if engine.adaptive is not None else {},
         )

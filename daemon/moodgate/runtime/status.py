@@ -31,6 +31,7 @@ def runtime_status(
         "current": list(current) if current else None,
         "ladder": [list(rung.key) for rung in ladder],
         "table": table.to_json(),
+        "selector": _selector(report),
     }
 
 
@@ -45,11 +46,28 @@ def runtime_status_lines(
     chosen = tuple(summary["chosen"])
     current = tuple(summary["current"]) if summary["current"] else None
     ladder = " > ".join(f"w{w:g}/{p}" for w, p in summary["ladder"])
-    return [
+    lines = [
         f"slices: budget {budget_ms:g} ms p95; chosen w{chosen[0]:g}/{chosen[1]}; "
         f"under load steps down {ladder}",
         *format_table(table, chosen, current),  # type: ignore[arg-type]
     ]
+    selector = summary["selector"]
+    if selector:
+        lines.append(
+            f"load now: on {selector.get('current')}, {selector.get('rate_per_s', 0):g} items/s, "
+            f"{selector.get('slowdown', 1):g}x the calibrated time, "
+            f"{selector.get('switches', 0)} slice switches since start, "
+            f"climb hold {selector.get('hold_s', 0):g} s, {selector.get('shed', 0)} shed"
+        )
+    return lines
+
+
+def _selector(report: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The running daemon's selector state (status.json `extra.selector`), if it reports one."""
+    if not report or not report.get("running"):
+        return None
+    selector = (report.get("extra") or {}).get("selector")
+    return dict(selector) if isinstance(selector, Mapping) else None
 
 
 def _current(report: Mapping[str, Any] | None) -> tuple[float, str] | None:
