@@ -200,3 +200,30 @@ def test_a_slice_no_better_than_chance_is_no_rung() -> None:
     assert [r.label for r in build_ladder(table)] == ["w1/int8", "w0.5/fp32", "w0.25/int8"]
     # Without accuracy in the manifest every cheaper slice stays a rung.
     assert len(build_ladder(TABLE)) == 7
+
+
+def test_the_fixed_cost_per_item_is_added_to_every_rung_not_scaled_with_it() -> None:
+    """Decode costs the same on every slice; were it folded into the model's slowdown, a
+    narrow slice's decode would make every wider rung look several times too slow."""
+    sel, _ = selector()
+    sel.level = len(sel.ladder) - 1  # w0.12/int8, calibrated p50 8 ms
+    for _ in range(60):
+        sel.observe(sel.current.key, 24.0, model_ms=8.0)  # 16 ms of decode around the model
+    assert abs(sel.slowdown - 1.0) < 0.01 and abs(sel.overhead_ms - 16.0) < 0.1
+    widest = sel.ladder[0]  # w1/fp32: p50 80, p95 96
+    assert abs(sel.service_ms(0) - (16.0 + widest.p95_ms)) < 0.5
+    assert abs(sel.predicted_ms(0, 4) - 2 * (16.0 + widest.p95_ms)) < 1.0  # one item queued each
+    unsplit, _ = selector()
+    unsplit.level = len(unsplit.ladder) - 1
+    for _ in range(60):
+        unsplit.observe(unsplit.current.key, 24.0)  # no split known: all of it scales
+    assert unsplit.overhead_ms == 0.0 and unsplit.service_ms(0) > 2.5 * widest.p95_ms
+
+
+def test_contention_on_the_model_scales_only_the_model() -> None:
+    sel, _ = selector()
+    for _ in range(60):
+        sel.observe(sel.current.key, 170.0, model_ms=160.0)  # w1/fp32 at twice its p50
+    assert abs(sel.slowdown - 2.0) < 0.02 and abs(sel.overhead_ms - 10.0) < 0.1
+    narrow = len(sel.ladder) - 1
+    assert abs(sel.service_ms(narrow, p95=False) - (10.0 + 2.0 * 8.0)) < 0.5

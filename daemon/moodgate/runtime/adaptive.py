@@ -8,6 +8,7 @@ decision. Everything else (the calm loop, the CLI) just calls `score_frames`.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,7 @@ class AdaptiveScorer:
         self.shed_overload = shed_overload
         self.shed_count = 0
         self._lock = threading.Lock()
+        self._model_time = threading.local()  # per worker: ms in the slice for its item
 
     @property
     def current(self) -> Scorer:
@@ -62,10 +64,12 @@ class AdaptiveScorer:
         return self.current.input_size
 
     def pick(self) -> Scorer:
-        """The slice for the next item, chosen from the load right now."""
+        """The slice for the next item, chosen from the load right now. Its scoring time is
+        kept for `observe`, which the same worker thread calls when the item is done."""
         with self._lock:
             rung = self.selector.update(self.in_flight())
-        return self.slices[rung.key]
+        self._model_time.ms = 0.0
+        return _Timed(self.slices[rung.key], self._model_time)
 
     def shed(self, in_flight: int) -> bool:
         """Whether to skip scoring an arriving item (only when shedding is switched on)."""
@@ -87,9 +91,32 @@ class AdaptiveScorer:
             return
         if verdict.model_width is None or verdict.precision is None:
             return
+        model_ms = getattr(self._model_time, "ms", None) or None
+        self._model_time.ms = None
         with self._lock:
-            self.selector.observe((verdict.model_width, verdict.precision), service_ms)
+            self.selector.observe((verdict.model_width, verdict.precision), service_ms, model_ms)
 
     def state(self) -> dict[str, Any]:
         with self._lock:
             return {**self.selector.state(), "shed": self.shed_count}
+
+
+class _Timed:
+    """A slice as handed to one item: the same scorer, adding its scoring time to `clock.ms`."""
+
+    def __init__(self, scorer: Scorer, clock: threading.local) -> None:
+        self.scorer = scorer
+        self.clock = clock
+        self.name = scorer.name
+        self.width = scorer.width
+        self.precision = scorer.precision
+        self.input_size = scorer.input_size
+        self.square_input = getattr(scorer, "square_input", False)
+
+    def score_frames(self, frames: Sequence[np.ndarray]) -> list[Emotion]:
+        start = time.perf_counter()
+        try:
+            return self.scorer.score_frames(frames)
+        finally:
+            if getattr(self.clock, "ms", None) is not None:
+                self.clock.ms += (time.perf_counter() - start) * 1000.0

@@ -113,7 +113,10 @@ class SliceSelector:
         self.rate_window_s = rate_window_s
         self.base = initial_rung(self.ladder, budget_ms)
         self.level = self.base
-        self.slowdown = 1.0  # observed service / calibrated median
+        self.slowdown = 1.0  # observed model time / calibrated median
+        # Worker time outside the model (decode, resize, policy): about the same on every
+        # slice, so it is added to each rung's model time rather than scaled with it.
+        self.overhead_ms = 0.0
         self.switches: deque[Switch] = deque(maxlen=64)
         self._index = {rung.key: i for i, rung in enumerate(self.ladder)}
         self._starts: deque[float] = deque(maxlen=4096)
@@ -130,27 +133,39 @@ class SliceSelector:
         """The rung picked for an idle machine from the calibration alone."""
         return self.ladder[self.base]
 
-    def observe(self, key: SliceKey, service_ms: float) -> None:
-        """One scored item's worker time (decode + score + act) on the slice that scored it."""
+    def observe(self, key: SliceKey, service_ms: float, model_ms: float | None = None) -> None:
+        """One scored item's worker time (decode + score + act) on the slice that scored it,
+        and, when known, the part of it spent in the model."""
         index = self._index.get(key)
         if index is None or service_ms <= 0:
             return
-        ratio = service_ms / max(self.ladder[index].p50_ms, 1e-3)
+        if model_ms is None or not 0 < model_ms <= service_ms:
+            model_ms, overhead = service_ms, None  # unsplit: all of it scales with the slice
+        else:
+            overhead = service_ms - model_ms
+        ratio = model_ms / max(self.ladder[index].p50_ms, 1e-3)
         ratio = min(max(ratio, 0.25), 10.0)  # one stalled item must not swing everything
         self.slowdown += self.alpha * (ratio - self.slowdown)
+        if overhead is not None:
+            overhead = min(overhead, 10.0 * max(self.overhead_ms, self.ladder[index].p50_ms))
+            self.overhead_ms += self.alpha * (overhead - self.overhead_ms)
+
+    def service_ms(self, level: int, p95: bool = True) -> float:
+        """Predicted worker time per item on `level`: the fixed part plus the scaled model."""
+        rung = self.ladder[level]
+        return self.overhead_ms + self.slowdown * (rung.p95_ms if p95 else rung.p50_ms)
 
     def predicted_ms(self, level: int, in_flight: int) -> float:
         """p95 added latency for an item that joins the queue now, were `level` scoring it."""
-        service = self.slowdown * self.ladder[level].p95_ms
         queued = max(0, in_flight - self.workers)
-        return service * (1.0 + queued / self.workers)
+        return self.service_ms(level) * (1.0 + queued / self.workers)
 
     def rate(self) -> float:
         """Items started per second over the last window."""
         return len(self._starts) / self.rate_window_s
 
     def utilisation(self, level: int) -> float:
-        service_s = self.slowdown * self.ladder[level].p50_ms / 1000.0
+        service_s = self.service_ms(level, p95=False) / 1000.0
         return self.rate() * service_s / self.workers
 
     def _fits(self, level: int, in_flight: int, utilisation: float) -> bool:
@@ -206,6 +221,7 @@ class SliceSelector:
             "chosen": self.chosen.label,
             "budget_ms": self.budget_ms,
             "slowdown": round(self.slowdown, 3),
+            "overhead_ms": round(self.overhead_ms, 2),
             "rate_per_s": round(self.rate(), 2),
             "switches": len(self.switches),
             "hold_s": self.hold,
