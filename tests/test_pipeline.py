@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 
 import numpy as np
@@ -12,7 +13,7 @@ from PIL import Image
 import media_factory as mf
 from moodgate.emotion import Emotion
 from moodgate.emotion.heuristic import HeuristicScorer
-from moodgate.pipeline import ImagePipeline
+from moodgate.pipeline import ImagePipeline, ScoreCache
 from moodgate.policy import Action, Client, parse_policy
 
 POLICY = """\
@@ -59,6 +60,30 @@ def test_identical_bytes_are_scored_once(media) -> None:
     second = pipeline.judge(media["calm.jpg"], profile(None), "example.org")
     assert (first.outcome, second.outcome) == ("scored", "cached")
     assert scorer.calls == 1 and first.emotion == second.emotion
+
+
+def test_a_cached_pass_is_judged_without_a_worker_and_anything_else_is_not(media) -> None:
+    """`judge_if_cached` (what the event loop tries first) answers only known images that
+    pass; unknown bytes, calming, host lists and bodies too small to inspect go to `judge`."""
+    scorer = CountingScorer()
+    pipeline = ImagePipeline(scorer)
+    calm, vivid = media["calm.jpg"], media["vivid.jpg"]
+    assert pipeline.judge_if_cached(calm, profile(None), "example.org") is None  # never seen
+    first = pipeline.judge(calm, profile(None), "example.org")
+    assert first.action is Action.PASS
+    again = pipeline.judge_if_cached(calm, profile(None), "example.org")
+    assert again is not None and scorer.calls == 1
+    assert (again.action, again.outcome, again.body) == (Action.PASS, "cached", None)
+    assert (again.emotion, again.rule, again.info) == (first.emotion, first.rule, first.info)
+    lively = pipeline.judge(vivid, profile(None), "example.org")
+    assert lively.action is Action.CALM  # cached now, but calming is a worker's job
+    assert pipeline.judge_if_cached(vivid, profile(None), "example.org") is None
+    assert pipeline.judge_if_cached(calm, profile("kid"), "www.school.example") is None
+    base = profile(None)
+    small = replace(base, inspect=replace(base.inspect, min_bytes=len(calm) + 1))
+    assert pipeline.judge_if_cached(calm, small, "example.org") is None
+    assert ImagePipeline(scorer, cache=ScoreCache(0)).judge_if_cached(
+        calm, profile(None), "example.org") is None  # fmt: skip
 
 
 def test_host_lists_decide_without_scoring(media) -> None:

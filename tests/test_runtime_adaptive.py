@@ -151,12 +151,20 @@ def test_engine_runs_adaptive_and_records_the_slice(
         response = MediaResponse(Client("10.0.0.5", None), "x.org", "/a.jpg", "image/jpeg",
                                  media["calm.jpg"])  # fmt: skip
         verdict = asyncio.run(engine.judge(response))
+        worked = []
+        work = engine._work
+        engine._work = lambda *args: worked.append(1) or work(*args)  # type: ignore[method-assign]
+        again = asyncio.run(engine.judge(response))  # known bytes that pass: no worker
     finally:
         engine.stop()
     assert verdict.outcome == "scored" and verdict.model_width is not None
+    assert again.outcome == "cached" and again.emotion == verdict.emotion and not worked
     with sqlite3.connect(settings.database) as db:
-        row = db.execute("SELECT scorer, model_width, precision FROM decisions").fetchone()
-    assert row == ("nested", verdict.model_width, verdict.precision)
+        rows = db.execute("SELECT scorer, model_width, precision, outcome, uid FROM decisions "
+                          "ORDER BY id").fetchall()  # fmt: skip
+    assert [row[:4] for row in rows] == [("nested", verdict.model_width, verdict.precision,
+                                          outcome) for outcome in ("scored", "cached")]
+    assert all(row[4] for row in rows)
 
 
 def test_shedding_is_off_unless_asked() -> None:
