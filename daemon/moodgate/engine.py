@@ -17,7 +17,7 @@ from moodgate.calm import Calmer, StyleBank
 from moodgate.config import Settings
 from moodgate.media import MediaKind
 from moodgate.media.video import Sampling
-from moodgate.pipeline import ImagePipeline, ScoreCache, Verdict
+from moodgate.pipeline import FAST_PATH_BYTES, ImagePipeline, ScoreCache, Verdict, body_key
 from moodgate.policy import Action, Client, Policy, PolicyScheduler, PolicyWatcher, Profile
 from moodgate.record.store import DecisionRow, DecisionStore
 from moodgate.review.service import ReviewService
@@ -110,11 +110,16 @@ class Engine:
         return self.review.adjust(policy.profile_for(client, datetime.now().astimezone()))
 
     def _work(
-        self, body: bytes, profile: Profile, host: str, claimed: MediaKind | None
+        self,
+        body: bytes,
+        profile: Profile,
+        host: str,
+        claimed: MediaKind | None,
+        key: bytes | None = None,
     ) -> Verdict:
         """In a worker: judge, and tell the adaptive scorer how long a scored item took."""
         start = time.perf_counter()
-        verdict = self.pipeline.judge(body, profile, host, claimed)
+        verdict = self.pipeline.judge(body, profile, host, claimed, key)
         if self.adaptive is not None:
             self.adaptive.observe(verdict, (time.perf_counter() - start) * 1000.0)
         return verdict
@@ -125,7 +130,9 @@ class Engine:
             return await self.judge_video(response)
         start = time.perf_counter()
         profile = self.profile(response.client)
-        cached = self.pipeline.judge_if_cached(response.body, profile, response.host)
+        body = response.body
+        key = body_key(body) if len(body) <= FAST_PATH_BYTES else None  # hashed once, here
+        cached = self.pipeline.judge_if_cached(body, profile, response.host, key)
         if cached is not None:  # a known image that passes: no worker, no queue
             uid = self.review.keep(response.body, cached)
             self.record(response, profile, cached, (time.perf_counter() - start) * 1000.0, uid)
@@ -136,12 +143,7 @@ class Engine:
             if self.adaptive is not None and self.adaptive.shed(self.in_flight):
                 raise TimeoutError("shed: even the narrowest slice would miss the latency budget")
             future = loop.run_in_executor(
-                self.executor,
-                self._work,
-                response.body,
-                profile,
-                response.host,
-                response.claimed_kind,
+                self.executor, self._work, body, profile, response.host, response.claimed_kind, key
             )
             verdict = await asyncio.wait_for(future, self.settings.deadline_ms / 1000.0)
         except TimeoutError as exc:

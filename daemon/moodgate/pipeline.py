@@ -97,7 +97,7 @@ class ScoreCache:
 
 # Bodies up to this size are looked up in the score cache on the event loop (hashing 2 MB
 # takes about 1 ms); bigger ones always go to a worker.
-_FAST_PATH_BYTES = 2 * 1024 * 1024
+FAST_PATH_BYTES = 2 * 1024 * 1024
 
 
 def body_key(data: bytes) -> bytes:
@@ -131,15 +131,18 @@ class ImagePipeline:
         self.cache = cache if cache is not None else ScoreCache()
         self.max_frames = max_frames
 
-    def judge_if_cached(self, data: bytes, profile: Profile, host: str) -> Verdict | None:
+    def judge_if_cached(
+        self, data: bytes, profile: Profile, host: str, key: bytes | None = None
+    ) -> Verdict | None:
         """The verdict without decoding or scoring when a score for these bytes is cached and
-        it passes, else None (the caller runs `judge`). Cheap enough for the event loop."""
-        if len(data) > _FAST_PATH_BYTES or profile.for_host(host) is not None:
+        it passes, else None (the caller runs `judge`, with the same `key`). Cheap enough for
+        the event loop; `key` is `body_key(data)`, computed here when not given."""
+        if len(data) > FAST_PATH_BYTES or profile.for_host(host) is not None:
             return None
         kind = sniff(data[:512])
         if kind is None or not kind.is_image or len(data) < profile.inspect.min_bytes:
             return None
-        cached = self.cache.peek(body_key(data))
+        cached = self.cache.peek(key or body_key(data))
         if cached is None or cached.model_width < self.scorer.width:
             return None  # not seen, or scored by a narrower slice than the one running now
         info = cached.info
@@ -156,7 +159,9 @@ class ImagePipeline:
         profile: Profile,
         host: str,
         claimed_kind: MediaKind | None = None,
+        key: bytes | None = None,
     ) -> Verdict:
+        """`key`, when given, is `body_key(data)`, already computed by the caller."""
         kind = sniff(data[:512])
         forced = profile.for_host(host)
         try:
@@ -170,7 +175,7 @@ class ImagePipeline:
             if info.width < profile.inspect.min_width or info.height < profile.inspect.min_height:
                 small = f"{profile.child}/small"
                 return Verdict(Action.PASS, small, "skipped", kind=kind, info=info)
-            scored, outcome = self._score(data, info)
+            scored, outcome = self._score(data, info, key or body_key(data))
             return self._act(profile.decide(scored.emotion), data, scored, outcome)
         except MediaError as exc:
             return self.fallback(profile, "error", str(exc), kind or claimed_kind, data)
@@ -204,8 +209,7 @@ class ImagePipeline:
                            kind=kind, info=info)
         return Verdict(Action.PASS, decision.rule, "host-list", kind=kind)
 
-    def _score(self, data: bytes, info: ImageInfo) -> tuple[_Scored, str]:
-        key = body_key(data)
+    def _score(self, data: bytes, info: ImageInfo, key: bytes) -> tuple[_Scored, str]:
         # An adaptive scorer (runtime/) names the slice for this item up front, so the slice
         # recorded is the one that scored, whatever the load switches to meanwhile.
         pick = getattr(self.scorer, "pick", None)
