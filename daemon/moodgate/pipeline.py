@@ -146,7 +146,7 @@ class ImagePipeline:
         if cached is None or cached.model_width < self.scorer.width:
             return None  # not seen, or scored by a narrower slice than the one running now
         info = cached.info
-        if info.width < profile.inspect.min_width or info.height < profile.inspect.min_height:
+        if profile.inspect.too_small(info.width, info.height):
             return None
         decision = profile.decide(cached.emotion)
         if decision.action is not Action.PASS:
@@ -172,7 +172,7 @@ class ImagePipeline:
             if len(data) < profile.inspect.min_bytes:
                 return Verdict(Action.PASS, f"{profile.child}/small", "skipped", kind=kind)
             info = probe(data, self.limits)
-            if info.width < profile.inspect.min_width or info.height < profile.inspect.min_height:
+            if profile.inspect.too_small(info.width, info.height):
                 small = f"{profile.child}/small"
                 return Verdict(Action.PASS, small, "skipped", kind=kind, info=info)
             scored, outcome = self._score(data, info, key or body_key(data))

@@ -46,6 +46,10 @@ class Inspect:
     min_bytes: int = 2048
     max_video_bytes: int = 64 * 1024 * 1024
 
+    def too_small(self, width: int, height: int) -> bool:
+        """Icons, spacers and tracking pixels: passed without scoring."""
+        return width < self.min_width or height < self.min_height
+
 
 @dataclass(frozen=True)
 class Rule:
