@@ -131,7 +131,9 @@ class Engine:
         start = time.perf_counter()
         profile = self.profile(response.client)
         body = response.body
-        key = body_key(body) if len(body) <= FAST_PATH_BYTES else None  # hashed once, here
+        # Hashed once, here, when the cache can use it; the worker gets the same key.
+        cache = self.pipeline.cache
+        key = body_key(body) if cache.enabled and len(body) <= FAST_PATH_BYTES else None
         cached = self.pipeline.judge_if_cached(body, profile, response.host, key)
         if cached is not None:  # a known image that passes: no worker, no queue
             uid = self.review.keep(response.body, cached)

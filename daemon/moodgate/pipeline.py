@@ -75,6 +75,10 @@ class ScoreCache:
             self.hits += 1
             return entry
 
+    @property
+    def enabled(self) -> bool:
+        return self.capacity > 0
+
     def peek(self, key: bytes) -> _Scored | None:
         """Like `get`, for a look that may not be used: no hit or miss is counted."""
         if self.capacity <= 0:
@@ -137,7 +141,9 @@ class ImagePipeline:
         """The verdict without decoding or scoring when a score for these bytes is cached and
         it passes, else None (the caller runs `judge`, with the same `key`). Cheap enough for
         the event loop; `key` is `body_key(data)`, computed here when not given."""
-        if len(data) > FAST_PATH_BYTES or profile.for_host(host) is not None:
+        if not self.cache.enabled or len(data) > FAST_PATH_BYTES:
+            return None
+        if profile.for_host(host) is not None:
             return None
         kind = sniff(data[:512])
         if kind is None or not kind.is_image or len(data) < profile.inspect.min_bytes:
@@ -175,7 +181,9 @@ class ImagePipeline:
             if profile.inspect.too_small(info.width, info.height):
                 small = f"{profile.child}/small"
                 return Verdict(Action.PASS, small, "skipped", kind=kind, info=info)
-            scored, outcome = self._score(data, info, key or body_key(data))
+            if key is None and self.cache.enabled:
+                key = body_key(data)
+            scored, outcome = self._score(data, info, key)
             return self._act(profile.decide(scored.emotion), data, scored, outcome)
         except MediaError as exc:
             return self.fallback(profile, "error", str(exc), kind or claimed_kind, data)
@@ -209,12 +217,13 @@ class ImagePipeline:
                            kind=kind, info=info)
         return Verdict(Action.PASS, decision.rule, "host-list", kind=kind)
 
-    def _score(self, data: bytes, info: ImageInfo, key: bytes) -> tuple[_Scored, str]:
+    def _score(self, data: bytes, info: ImageInfo, key: bytes | None) -> tuple[_Scored, str]:
+        """`key` is None when the cache is off."""
         # An adaptive scorer (runtime/) names the slice for this item up front, so the slice
         # recorded is the one that scored, whatever the load switches to meanwhile.
         pick = getattr(self.scorer, "pick", None)
         scorer: Scorer = pick() if pick is not None else self.scorer
-        cached = self.cache.get(key)
+        cached = self.cache.get(key) if key is not None else None
         # A score from a narrower slice (taken under load) is redone once a wider one runs.
         if cached is not None and cached.model_width >= scorer.width:
             return cached, "cached"
@@ -223,7 +232,8 @@ class ImagePipeline:
             info=info, square=getattr(scorer, "square_input", False),
         )  # fmt: skip
         entry = _Scored(info, score(scorer, frames), scorer.name, scorer.width, scorer.precision)
-        self.cache.put(key, entry)
+        if key is not None:
+            self.cache.put(key, entry)
         return entry, "scored"
 
     def _act(self, decision: Decision, data: bytes, scored: _Scored, outcome: str) -> Verdict:
