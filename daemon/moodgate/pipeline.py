@@ -66,14 +66,13 @@ class ScoreCache:
         self.misses = 0
 
     def get(self, key: bytes) -> _Scored | None:
+        entry = self.peek(key)
         with self._lock:
-            entry = self._entries.get(key)
             if entry is None:
                 self.misses += 1
-                return None
-            self._entries.move_to_end(key)
-            self.hits += 1
-            return entry
+            else:
+                self.hits += 1
+        return entry
 
     @property
     def enabled(self) -> bool:
@@ -81,8 +80,6 @@ class ScoreCache:
 
     def peek(self, key: bytes) -> _Scored | None:
         """Like `get`, for a look that may not be used: no hit or miss is counted."""
-        if self.capacity <= 0:
-            return None
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None:
