@@ -36,6 +36,8 @@ def media() -> dict[str, bytes]:
         "calm.jpg": media_factory.jpeg(media_factory.calm_landscape()),
         "vivid.jpg": media_factory.jpeg(media_factory.vivid_chaos()),
         "vivid.webp": media_factory.webp(media_factory.vivid_chaos()),
+        "vivid.avif": media_factory.avif(media_factory.vivid_chaos()),
+        "anim.avif": media_factory.animated_avif(),
         "alpha.png": media_factory.alpha_png(),
         "anim.gif": media_factory.animated_gif(),
         "pixel.gif": media_factory.tracking_pixel(),

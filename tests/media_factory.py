@@ -54,6 +54,16 @@ def webp(image: Image.Image) -> bytes:
     return _encode(image, "WEBP", quality=85)
 
 
+def avif(image: Image.Image, quality: int = 70) -> bytes:
+    return _encode(image, "AVIF", quality=quality, speed=9)
+
+
+def animated_avif(width: int = 160, height: int = 120, frames: int = 3) -> bytes:
+    images = [vivid_chaos(width, height, seed=i) for i in range(frames)]
+    return _encode(images[0], "AVIF", save_all=True, append_images=images[1:],
+                   duration=[80 + 40 * i for i in range(frames)], loop=0, speed=9)
+
+
 def alpha_png(width: int = 320, height: int = 240) -> bytes:
     base = vivid_chaos(width, height).convert("RGBA")
     alpha = np.zeros((height, width), dtype=np.uint8)

@@ -65,6 +65,10 @@ def webp() -> bytes:
     return _encode([Image.fromarray(busy_rgb(3))], "WEBP", quality=90)
 
 
+def avif() -> bytes:
+    return _encode([Image.fromarray(busy_rgb(4))], "AVIF", quality=90, speed=9)
+
+
 def animated_gif() -> bytes:
     frames = [Image.fromarray(busy_rgb(10 + i, (160, 120))) for i in range(3)]
     return _encode(frames, "GIF")
@@ -74,6 +78,7 @@ FIXTURES = {
     "jpeg": jpeg_with_orientation,
     "png-alpha": png_with_alpha,
     "webp": webp,
+    "avif": avif,
     "gif-animated": animated_gif,
 }
 

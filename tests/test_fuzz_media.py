@@ -120,6 +120,11 @@ def image_seeds() -> dict[str, list[bytes]]:
             _encode(Image.open(io.BytesIO(mf.alpha_png(64, 48))), "WEBP"),
             _encode(frames[0], "WEBP", save_all=True, append_images=frames[1:], duration=80),
         ],
+        "avif": [
+            mf.avif(vivid),
+            _encode(Image.open(io.BytesIO(mf.alpha_png(64, 48))), "AVIF", speed=9),
+            mf.animated_avif(48, 32, frames=3),
+        ],
     }
 
 
@@ -383,6 +388,11 @@ def bombs() -> Iterator[tuple[str, bytes]]:
     bits = (16383) | (16383 << 14)
     webp[21:25] = struct.pack("<I", (struct.unpack("<I", webp[21:25])[0] & ~0x0FFFFFFF) | bits)
     yield "webp-16384x16384", bytes(webp)
+    avif = bytearray(mf.avif(Image.new("RGB", (16, 16))))
+    ispe = avif.find(b"ispe")  # image spatial extents: version/flags, then width, height
+    # Under libavif's own limit (16384² px), so it is moodgate's check that refuses it.
+    avif[ispe + 8 : ispe + 16] = struct.pack(">II", 15000, 15000)
+    yield "avif-15000x15000", bytes(avif)
 
 
 BOMB_CHILD = """

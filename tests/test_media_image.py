@@ -31,6 +31,13 @@ def test_sniff_by_magic_bytes(media) -> None:
     assert sniff(b"") is None
     assert sniff(b"G" + b"x" * 300) is None  # one sync byte is not MPEG-TS
     assert sniff(b"\x00\x00\x00\x18ftypmp42") is MediaKind.MP4
+    assert sniff(media["vivid.avif"]) is MediaKind.AVIF
+    assert sniff(media["anim.avif"]) is MediaKind.AVIF  # ftyp avis: animated, still an image
+    # AVIF declared only among the compatible brands, after a generic major brand.
+    assert sniff(b"\x00\x00\x00\x1cftypmif1\x00\x00\x00\x00mif1miafavif") is MediaKind.AVIF
+    # HEIC from a phone: ISO BMFF like MP4, but not video and not decodable here.
+    assert sniff(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic") is None
+    assert sniff(b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41") is MediaKind.MP4
     packet = b"\x47" + b"\x00" * 187
     assert sniff(packet * 2) is MediaKind.MPEGTS
 
@@ -39,6 +46,8 @@ def test_claimed_kind() -> None:
     assert claimed_kind("image/jpeg; charset=binary") is MediaKind.JPEG
     assert claimed_kind("IMAGE/PNG") is MediaKind.PNG
     assert claimed_kind("image/svg+xml") is None
+    assert claimed_kind("image/avif") is MediaKind.AVIF
+    assert claimed_kind("image/heic") is None
     assert claimed_kind(None) is None
 
 
@@ -55,6 +64,8 @@ SMOOTH = {
     "jpeg": lambda: mf.jpeg(mf.calm_landscape(1200, 800)),
     "png": lambda: mf.png(mf.calm_landscape(1200, 800)),
     "webp": lambda: mf.webp(mf.calm_landscape(1200, 800)),
+    "avif": lambda: mf.avif(mf.calm_landscape(1200, 800)),
+    "animated avif": lambda: mf.animated_avif(),
     "alpha png": lambda: mf.alpha_png(),
     "animated gif": lambda: mf.animated_gif(),
 }
@@ -81,7 +92,9 @@ def test_animated_frames_are_sampled(media) -> None:
     assert sample_indices(2, 4) == [0, 1]
 
 
-@pytest.mark.parametrize("name", ["vivid.jpg", "alpha.png", "anim.gif", "vivid.webp"])
+@pytest.mark.parametrize(
+    "name", ["vivid.jpg", "alpha.png", "anim.gif", "vivid.webp", "vivid.avif", "anim.avif"]
+)
 def test_round_trip_keeps_format_size_frames(media, name) -> None:
     decoded = decode_full(media[name])
     again = Image.open(io.BytesIO(encode_like(decoded)))
@@ -128,10 +141,39 @@ def test_garbage_raises_media_error(payload) -> None:
         frames_for_scoring(payload)
 
 
-@pytest.mark.parametrize("name", ["vivid.jpg", "alpha.png", "anim.gif", "vivid.webp"])
+@pytest.mark.parametrize("name", ["vivid.jpg", "alpha.png", "anim.gif", "vivid.webp", "vivid.avif"])
 def test_placeholder_same_format_and_size(media, name) -> None:
     info = probe(media[name])
     made = Image.open(io.BytesIO(placeholder(info)))
     assert made.format == Image.open(io.BytesIO(media[name])).format
     assert made.size == (info.width, info.height)
     assert np.asarray(made.convert("RGB"), dtype=np.float32).std(axis=(0, 1)).max() < 3
+
+
+def test_avif_keeps_alpha_timing_and_metadata() -> None:
+    """AVIF calmed in place: transparency, per-frame durations, EXIF and ICC come back."""
+    rgba = Image.open(io.BytesIO(mf.alpha_png())).convert("RGBA")
+    exif = Image.Exif()
+    exif[0x010E] = "moodgate fixture"  # ImageDescription
+    out = io.BytesIO()
+    rgba.save(out, "AVIF", quality=90, speed=9, exif=exif.tobytes())
+    decoded = decode_full(out.getvalue())
+    assert decoded.info.kind is MediaKind.AVIF and decoded.info.has_alpha
+    again = Image.open(io.BytesIO(encode_like(decoded)))
+    assert again.format == "AVIF" and again.mode == "RGBA"
+    alpha_before = np.asarray(rgba.getchannel("A"), dtype=np.int16)
+    alpha_after = np.asarray(again.getchannel("A"), dtype=np.int16)
+    assert np.abs(alpha_before - alpha_after).max() <= 8  # lossy, but the cut-out stays
+    assert again.getexif().get(0x010E) == "moodgate fixture"
+
+    animated = decode_full(mf.animated_avif(frames=3))
+    assert animated.info.frames == 3 and animated.durations == [80, 120, 160]
+    replayed = decode_full(encode_like(animated))
+    assert replayed.info.frames == 3 and replayed.durations == [80, 120, 160]
+
+
+def test_truncated_avif_raises_media_error(media) -> None:
+    data = media["vivid.avif"]
+    with pytest.raises(MediaError) as caught:
+        frames_for_scoring(data[: len(data) // 2])
+    assert caught.value.reason == "corrupt"

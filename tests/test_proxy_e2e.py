@@ -42,7 +42,7 @@ default:
 """
 
 CONTENT_TYPES = {".jpg": "image/jpeg", ".png": "image/png", ".gif": "image/gif",
-                 ".webp": "image/webp"}
+                 ".webp": "image/webp", ".avif": "image/avif"}
 
 
 ENCODINGS = ["gzip", "br", "zstd"]
@@ -146,7 +146,8 @@ def test_calm_image_passes_byte_identical(stack, media, scheme) -> None:
     assert row["host"] == "127.0.0.1" and row["scorer"] == "heuristic"
 
 
-@pytest.mark.parametrize("name", ["vivid.jpg", "alpha.png", "anim.gif", "vivid.webp"])
+@pytest.mark.parametrize("name", ["vivid.jpg", "alpha.png", "anim.gif", "vivid.webp",
+                                  "vivid.avif", "anim.avif"])
 def test_arousing_image_is_calmed_in_same_format_and_size(stack, media, name) -> None:
     proxy, origin, _ = stack
     got = fetch_as(proxy, "calmkid", origin.url(f"/{name}"))
@@ -181,6 +182,18 @@ def test_arousing_image_is_blocked_with_same_size_placeholder(stack, media) -> N
     assert pixels.std(axis=(0, 1)).max() < 3.0  # flat, nothing of the original left
     row = last_row_for(proxy, "/vivid.jpg", "strictkid")
     assert row["action"] == "block" and row["rule"] == "strictkid/lively"
+
+
+def test_avif_is_judged_as_an_image_not_as_video(stack, media) -> None:
+    """AVIF is ISO BMFF like MP4; browsers ask for it first, so it must not slip through."""
+    proxy, origin, _ = stack
+    got = fetch_as(proxy, "strictkid", origin.url("/vivid.avif"))
+    placeholder = image(got.body)
+    assert got.status == 200 and got.header("content-type") == "image/avif"
+    assert placeholder.format == "AVIF" and placeholder.size == image(media["vivid.avif"]).size
+    assert got.header("x-moodgate").startswith("block;")
+    row = last_row_for(proxy, "/vivid.avif", "strictkid")
+    assert (row["kind"], row["rule"]) == ("avif", "strictkid/lively")
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)

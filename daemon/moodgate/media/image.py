@@ -26,6 +26,7 @@ _PIL_FORMAT = {
     MediaKind.PNG: "PNG",
     MediaKind.GIF: "GIF",
     MediaKind.WEBP: "WEBP",
+    MediaKind.AVIF: "AVIF",
 }
 
 
@@ -65,7 +66,7 @@ class DecodedImage:
 def _open(data: bytes) -> Image.Image:
     kind = sniff(data[:64])
     if kind is None or not kind.is_image:
-        raise MediaError("not-an-image", "body is not a JPEG, PNG, GIF or WebP image")
+        raise MediaError("not-an-image", "body is not a JPEG, PNG, GIF, WebP or AVIF image")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -275,6 +276,14 @@ def encode_like(decoded: DecodedImage, frames: Sequence[Image.Image] | None = No
             options.update(save_all=True, append_images=rest, duration=decoded.durations,
                            loop=decoded.loop or 0)
         first.save(out, "WEBP", **options, **extra)
+    elif kind is MediaKind.AVIF:
+        # AVIF keeps no trace of its encoder's quality; 70 is near the web's usual. Speed 9
+        # encodes 3-5x faster than the default 6 at about the same size: calming waits on it.
+        options = {"quality": 70, "speed": 9}
+        if rest:
+            options.update(save_all=True, append_images=rest, duration=decoded.durations,
+                           loop=decoded.loop or 0)
+        first.save(out, "AVIF", **options, **extra)
     elif kind is MediaKind.GIF:
         options = {
             "save_all": bool(rest),
@@ -293,7 +302,7 @@ def encode_like(decoded: DecodedImage, frames: Sequence[Image.Image] | None = No
 _PLACEHOLDER_RGB = (214, 222, 230)  # a soft blue-grey: neutral, low arousal
 _PLACEHOLDER_LIMIT = 16_000_000
 _MAX_SIDE = {MediaKind.JPEG: 65_500, MediaKind.PNG: 65_535, MediaKind.GIF: 65_535,
-             MediaKind.WEBP: 16_383}  # fmt: skip
+             MediaKind.WEBP: 16_383, MediaKind.AVIF: 16_384}  # fmt: skip
 
 
 def placeholder(info: ImageInfo) -> bytes:

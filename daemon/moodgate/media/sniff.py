@@ -10,6 +10,7 @@ class MediaKind(StrEnum):
     PNG = "png"
     GIF = "gif"
     WEBP = "webp"
+    AVIF = "avif"  # still or animated (AV1 in HEIF)
     MP4 = "mp4"  # ISO BMFF: mp4, mov, fMP4 segments
     WEBM = "webm"  # Matroska / WebM
     MPEGTS = "mpegts"
@@ -27,18 +28,22 @@ class MediaKind(StrEnum):
         return _MIME[self]
 
 
-_IMAGES = {MediaKind.JPEG, MediaKind.PNG, MediaKind.GIF, MediaKind.WEBP}
+_IMAGES = {MediaKind.JPEG, MediaKind.PNG, MediaKind.GIF, MediaKind.WEBP, MediaKind.AVIF}
 _MIME = {
     MediaKind.JPEG: "image/jpeg",
     MediaKind.PNG: "image/png",
     MediaKind.GIF: "image/gif",
     MediaKind.WEBP: "image/webp",
+    MediaKind.AVIF: "image/avif",
     MediaKind.MP4: "video/mp4",
     MediaKind.WEBM: "video/webm",
     MediaKind.MPEGTS: "video/mp2t",
 }
 
 _ISO_BMFF_BOXES = (b"ftyp", b"styp", b"moof", b"moov", b"sidx", b"free", b"mdat", b"wide")
+_AVIF_BRANDS = {b"avif", b"avis"}
+# HEIF stills other than AVIF (HEIC from phones): ISO BMFF too, but no decoder here reads them.
+_OTHER_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
 
 
 SNIFF_BYTES = 512
@@ -54,6 +59,12 @@ def sniff(head: bytes) -> MediaKind | None:
         return MediaKind.GIF
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return MediaKind.WEBP
+    if head[4:8] == b"ftyp":
+        brands = _ftyp_brands(head)
+        if brands & _AVIF_BRANDS:
+            return MediaKind.AVIF
+        if brands and brands <= _OTHER_HEIF_BRANDS | {b"iso8", b"miaf", b"MiHE", b"MiHB"}:
+            return None
     if head[4:8] in _ISO_BMFF_BOXES:
         return MediaKind.MP4
     if head.startswith(b"\x1a\x45\xdf\xa3"):
@@ -64,6 +75,15 @@ def sniff(head: bytes) -> MediaKind | None:
     return None
 
 
+def _ftyp_brands(head: bytes) -> set[bytes]:
+    """The major and compatible brands of a leading ftyp box (as far as `head` reaches)."""
+    size = int.from_bytes(head[:4], "big")
+    end = min(len(head), size if size >= 16 else 16)
+    brands = {head[8:12]}
+    brands.update(head[i : i + 4] for i in range(16, end - 3, 4))
+    return brands
+
+
 _CLAIMED = {
     "image/jpeg": MediaKind.JPEG,
     "image/jpg": MediaKind.JPEG,
@@ -71,6 +91,7 @@ _CLAIMED = {
     "image/png": MediaKind.PNG,
     "image/gif": MediaKind.GIF,
     "image/webp": MediaKind.WEBP,
+    "image/avif": MediaKind.AVIF,
     "video/mp4": MediaKind.MP4,
     "video/quicktime": MediaKind.MP4,
     "video/iso.segment": MediaKind.MP4,
@@ -82,7 +103,7 @@ _CLAIMED = {
 def claimed_kind(content_type: str | None) -> MediaKind | None:
     """The media kind a Content-Type header claims, for the kinds moodgate can inspect.
 
-    SVG, AVIF and icons are not claimed: they are passed uninspected (see README).
+    SVG, HEIC and icons are not claimed: they are passed uninspected (see README).
     """
     if not content_type:
         return None
