@@ -153,6 +153,48 @@ class Origin:
         self.server.server_close()
 
 
+class RangeOrigin:
+    """An origin that honours Range (206), as real media servers do; `seen` lists the Range
+    header of every request (None: the whole file was asked for)."""
+
+    def __init__(self, body: bytes, content_type: str = "video/mp4") -> None:
+        self.seen: list[str | None] = []
+        origin = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                wanted = self.headers.get("Range")
+                origin.seen.append(wanted)
+                start = int(wanted.split("=")[1].split("-")[0]) if wanted else 0
+                end = len(body)
+                if wanted and wanted.split("-", 1)[1].strip():
+                    end = min(len(body), int(wanted.split("-", 1)[1]) + 1)
+                self.send_response(206 if wanted else 200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(end - start))
+                self.send_header("Accept-Ranges", "bytes")
+                if wanted:
+                    self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(body)}")
+                self.end_headers()
+                self.wfile.write(body[start:end])
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 class Proxy:
     """A real `moodgate serve` process on a free loopback port."""
 

@@ -110,6 +110,21 @@ def test_calm_records_before_and_after(media) -> None:
     assert 0 < verdict.calm_alpha <= 1
 
 
+def test_images_false_skips_scoring_but_not_the_host_lists(media) -> None:
+    base = profile("kid")
+    blind = replace(base, inspect=replace(base.inspect, images=False))
+    scorer = CountingScorer()
+    pipeline = ImagePipeline(scorer)
+    for judge in (pipeline.judge, pipeline.judge_if_cached):
+        verdict = judge(media["vivid.jpg"], blind, "example.org")
+        assert verdict is not None
+        assert (verdict.action, verdict.outcome) == (Action.PASS, "skipped")
+        assert verdict.rule == "kid/images-not-inspected" and verdict.emotion is None
+    blocked = pipeline.judge(media["vivid.jpg"], blind, "img.bad.example")
+    assert blocked.action is Action.BLOCK and blocked.rule == "kid/always_block"
+    assert scorer.calls == 0
+
+
 def test_small_images_are_skipped_without_decoding() -> None:
     tiny = mf.png(mf.vivid_chaos(40, 300))
     verdict = ImagePipeline(HeuristicScorer()).judge(tiny, profile(None), "x.org")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from realnet import Fetched, Origin, Proxy, Route, decode
+from realnet import Fetched, Origin, Proxy, RangeOrigin, Route, decode
 
 POLICY = """\
 version: 1
@@ -37,6 +37,15 @@ children:
         when: "arousal > 0.2"
         action: block
     on_error: block
+  blindkid:
+    users: [blindkid]
+    preset: none
+    inspect: {images: false}
+    always_block: [blocked.example]
+    rules:
+      - name: lively
+        when: "arousal > 0.2"
+        action: block
 default:
   preset: none
 """
@@ -85,7 +94,9 @@ def stack(
         print(proxy.log())
 
 
-def fetch_as(proxy: Proxy, user: str, url: str) -> Fetched:
+def fetch_as(
+    proxy: Proxy, user: str, url: str, headers: dict[str, str] | None = None
+) -> Fetched:
     """Through the proxy, authenticated as `user` (which picks the child)."""
     credentials = f"{user}:secret@127.0.0.1:{proxy.port}"
     opener = urllib.request.build_opener(
@@ -93,7 +104,8 @@ def fetch_as(proxy: Proxy, user: str, url: str) -> Fetched:
                                      "https": f"http://{credentials}"}),
         *[h for h in proxy.opener().handlers if isinstance(h, urllib.request.HTTPSHandler)],
     )
-    request = urllib.request.Request(url, headers={"Accept-Encoding": "identity"})
+    wanted = {"Accept-Encoding": "identity", **(headers or {})}
+    request = urllib.request.Request(url, headers=wanted)
     try:
         with opener.open(request, timeout=30) as response:
             return Fetched(response.status, dict(response.headers.items()), response.read())
@@ -264,3 +276,47 @@ def test_fifty_parallel_fetches(stack, media) -> None:
     with ThreadPoolExecutor(max_workers=50) as pool:
         statuses = list(pool.map(one, names))
     assert statuses == [200] * 50
+
+
+@pytest.fixture()
+def ranged_image(media: dict[str, bytes]) -> Iterator[RangeOrigin]:
+    origin = RangeOrigin(media["vivid.jpg"], content_type="image/jpeg")
+    yield origin
+    origin.close()
+
+
+def test_a_ranged_image_request_gets_the_whole_judged_file(stack, media, ranged_image) -> None:
+    """Asking for a slice of an image must not get it past the filter in pieces."""
+    proxy, _, _ = stack
+    for url, accept in [(ranged_image.url("/photo.jpg"), "*/*"),
+                        (ranged_image.url("/img?id=7"), "image/avif,image/webp,*/*")]:  # fmt: skip
+        got = fetch_as(proxy, "strictkid", url, {"Range": "bytes=0-999", "Accept": accept})
+        assert ranged_image.seen[-1] is None  # the proxy asked for the whole file
+        assert got.status == 200 and got.header("x-moodgate").startswith("block;")
+        assert image(got.body).size == (640, 427)  # the placeholder, whole
+
+
+def test_an_image_fragment_gets_on_error(stack, media, ranged_image) -> None:
+    """Nothing in the request says image, so the origin answers 206: a fragment cannot be
+    scored, so the policy's on_error decides (strict: block, as 403; default: pass)."""
+    proxy, _, _ = stack
+    url = ranged_image.url("/blob?id=7")
+    blocked = fetch_as(proxy, "strictkid", url, {"Range": "bytes=0-999"})
+    assert ranged_image.seen[-1] == "bytes=0-999"
+    assert blocked.status == 403 and blocked.header("x-moodgate").startswith("block;")
+    row = last_row_for(proxy, "/blob", "strictkid")
+    assert (row["action"], row["rule"], row["outcome"]) == ("block", "strictkid/on_error", "error")
+    assert "partial" in row["error"] and row["kind"] == "jpeg"
+    passed = fetch_as(proxy, "calmkid", url, {"Range": "bytes=0-999"})
+    assert passed.status == 206 and passed.body == media["vivid.jpg"][:1000]
+    assert last_row_for(proxy, "/blob", "calmkid")["outcome"] == "error"
+
+
+def test_images_false_passes_unscored_but_host_lists_still_apply(stack, media) -> None:
+    proxy, origin, _ = stack
+    got = fetch_as(proxy, "blindkid", origin.url("/vivid.jpg"))
+    assert got.status == 200 and got.body == media["vivid.jpg"]
+    row = last_row_for(proxy, "/vivid.jpg", "blindkid")
+    assert (row["action"], row["rule"], row["outcome"]) == (
+        "pass", "blindkid/images-not-inspected", "skipped")  # fmt: skip
+    assert row["valence"] is None  # never scored

@@ -19,7 +19,7 @@ import pytest
 
 import video_factory as vf
 from moodgate.emotion.heuristic import HeuristicScorer
-from realnet import Origin, Proxy, Route
+from realnet import Origin, Proxy, RangeOrigin, Route
 from test_proxy_e2e import POLICY as TWO_CHILDREN
 from test_proxy_e2e import fetch_as, rows
 
@@ -306,47 +306,6 @@ def test_over_budget_applies_on_timeout(tmp_path, library) -> None:
         found = segment_rows(proxy, "strictkid", "/flash/seg001", 1)
         assert found[-1]["outcome"] == "timeout" and found[-1]["rule"] == "strictkid/on_timeout"
         assert segment_rows(proxy, "calmkid", "/flash/seg001", 1)[-1]["outcome"] == "timeout"
-
-
-class RangeOrigin:
-    """An origin that honours Range (206), as real video servers do."""
-
-    def __init__(self, body: bytes) -> None:
-        import http.server
-        import threading
-
-        self.seen: list[str | None] = []
-        origin = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                wanted = self.headers.get("Range")
-                origin.seen.append(wanted)
-                start = int(wanted.split("=")[1].split("-")[0]) if wanted else 0
-                self.send_response(206 if wanted else 200)
-                self.send_header("Content-Type", "video/mp4")
-                self.send_header("Content-Length", str(len(body) - start))
-                self.send_header("Accept-Ranges", "bytes")
-                if wanted:
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                self.end_headers()
-                self.wfile.write(body[start:])
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def fetch_range(proxy: Proxy, user: str, url: str, first: int) -> tuple[int, dict[str, str], bytes]:

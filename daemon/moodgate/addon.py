@@ -121,15 +121,21 @@ class Moodgate:
             self.engine = None
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        """Players open progressive video with `Range: bytes=0-`; the 206 answer would pass
-        unjudged. Asking for the whole file instead (a server may always answer 200) lets it
-        be judged; later ranges (seeking) still pass as they are."""
+        """A ranged answer (206) is a fragment, and a fragment cannot be judged. So a ranged
+        request for an image asks for the whole file instead (a server may always answer 200,
+        and clients accept it). Players open progressive video with `Range: bytes=0-`; that
+        becomes a whole-file request too. Later video ranges (seeking) pass as they are."""
         engine, request = self.engine, flow.request
-        if engine is None or request.headers.get("range", "").replace(" ", "") != "bytes=0-":
+        if engine is None or "range" not in request.headers:
             return
-        if not request.path.split("?", 1)[0].lower().endswith(_PROGRESSIVE_VIDEO):
-            return
-        if engine.profile(_client(flow)).inspect.video:
+        path = request.path.split("?", 1)[0].lower()
+        inspect = engine.profile(_client(flow)).inspect
+        if _asks_for_image(path, request.headers.get("accept", "")):
+            wanted = inspect.images
+        else:
+            opening = request.headers.get("range", "").replace(" ", "") == "bytes=0-"
+            wanted = opening and path.endswith(_PROGRESSIVE_VIDEO) and inspect.video
+        if wanted:
             request.headers.pop("range", None)
             request.headers.pop("if-range", None)
 
@@ -162,6 +168,9 @@ class Moodgate:
         engine, response = self.engine, flow.response
         if engine is None or response is None or flow.request.method == "HEAD":
             return
+        if response.status_code == 206:
+            self._partial(flow)
+            return
         if response.status_code != 200 or response.raw_content is None:
             return
         claimed = claimed_kind(response.headers.get("content-type"))
@@ -184,8 +193,29 @@ class Moodgate:
         )
         _apply(flow, verdict, engine.settings.debug_headers)
 
+    def _partial(self, flow: http.HTTPFlow) -> None:
+        """A fragment of an image that a ranged request still got: the policy's on_error."""
+        engine, response = self.engine, flow.response
+        assert engine is not None and response is not None
+        claimed = claimed_kind(response.headers.get("content-type"))
+        if claimed is None or not claimed.is_image:
+            return  # video seeking, downloads: passed as they are
+        verdict = engine.judge_partial(MediaResponse(
+            client=_client(flow), host=flow.request.pretty_host,
+            path=_path(flow, engine.settings.log_query_strings),
+            content_type=response.headers.get("content-type", ""),
+            body=response.raw_content or b"", claimed_kind=claimed,
+        ))  # fmt: skip
+        _apply(flow, verdict, engine.settings.debug_headers)
+
 
 _PROGRESSIVE_VIDEO = (".mp4", ".m4v", ".mov", ".webm", ".mkv")
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jfif", ".pjpeg", ".png", ".apng", ".gif", ".webp", ".avif")
+
+
+def _asks_for_image(path: str, accept: str) -> bool:
+    """By its file name, or by an Accept header that wants images first (browsers' <img>)."""
+    return path.endswith(_IMAGE_SUFFIXES) or accept.lstrip().lower().startswith("image/")
 
 
 def _is_media(kind: MediaKind | None) -> bool:

@@ -209,6 +209,26 @@ class Engine:
         except Exception:  # no placeholder in time: the same action without one (403 or pass)
             return self.video.fallback(profile, outcome, error, kind)
 
+    def judge_partial(self, response: MediaResponse) -> Verdict:
+        """A 206 fragment of an image cannot be scored: on_error, and no placeholder (a
+        blocked fragment is answered 403; a placeholder would not fit its Content-Range)."""
+        profile = self.profile(response.client)
+        forced = profile.for_host(response.host)
+        kind = response.claimed_kind
+        if forced is not None:
+            verdict = Verdict(forced.action, forced.rule, "host-list", kind=kind)
+        elif not profile.inspect.images:
+            verdict = Verdict(Action.PASS, f"{profile.child}/images-not-inspected", "skipped",
+                              kind=kind)  # fmt: skip
+        else:
+            verdict = self.pipeline.fallback(
+                profile, "error", "partial content (206): a fragment of an image cannot be judged",
+                None,
+            )  # fmt: skip
+            verdict.kind = kind
+        self.record(response, profile, verdict, 0.0)
+        return verdict
+
     def record_streamed(self, response: MediaResponse, reason: str) -> Verdict:
         """A video too large (or of unknown size) to buffer: streamed through and passed."""
         profile = self.profile(response.client)

@@ -136,14 +136,19 @@ class ImagePipeline:
         self, data: bytes, profile: Profile, host: str, key: bytes | None = None
     ) -> Verdict | None:
         """The verdict without decoding or scoring when a score for these bytes is cached and
-        it passes, else None (the caller runs `judge`, with the same `key`). Cheap enough for
-        the event loop; `key` is `body_key(data)`, computed here when not given."""
-        if not self.cache.enabled or len(data) > FAST_PATH_BYTES:
-            return None
+        it passes, or when the profile does not inspect images; else None (the caller runs
+        `judge`, with the same `key`). Cheap enough for the event loop; `key` is
+        `body_key(data)`, computed here when not given."""
         if profile.for_host(host) is not None:
             return None
         kind = sniff(data[:512])
-        if kind is None or not kind.is_image or len(data) < profile.inspect.min_bytes:
+        if kind is None or not kind.is_image:
+            return None
+        if not profile.inspect.images:
+            return self._not_inspected(profile, kind)
+        if not self.cache.enabled or len(data) > FAST_PATH_BYTES:
+            return None
+        if len(data) < profile.inspect.min_bytes:
             return None
         cached = self.cache.peek(key or body_key(data))
         if cached is None or cached.model_width < self.scorer.width:
@@ -169,9 +174,11 @@ class ImagePipeline:
         forced = profile.for_host(host)
         try:
             if kind is None or not kind.is_image:
-                raise MediaError("not-an-image", "body is not a JPEG, PNG, GIF or WebP image")
+                raise MediaError("not-an-image", "body is not a JPEG, PNG, GIF, WebP or AVIF image")
             if forced is not None:
                 return self._apply_forced(forced, data, kind)
+            if not profile.inspect.images:
+                return self._not_inspected(profile, kind)
             if len(data) < profile.inspect.min_bytes:
                 return Verdict(Action.PASS, f"{profile.child}/small", "skipped", kind=kind)
             info = probe(data, self.limits)
@@ -206,6 +213,11 @@ class ImagePipeline:
                 info = None
         body = blocked_body(kind, info)
         return Verdict(Action.BLOCK, rule, outcome, body=body, kind=kind, info=info, error=error)
+
+    @staticmethod
+    def _not_inspected(profile: Profile, kind: MediaKind) -> Verdict:
+        """`inspect: {images: false}`: passed unscored, but still on the record."""
+        return Verdict(Action.PASS, f"{profile.child}/images-not-inspected", "skipped", kind=kind)
 
     def _apply_forced(self, decision: Decision, data: bytes, kind: MediaKind) -> Verdict:
         if decision.action is Action.BLOCK:
