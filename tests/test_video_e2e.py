@@ -308,13 +308,15 @@ def test_over_budget_applies_on_timeout(tmp_path, library) -> None:
         assert segment_rows(proxy, "calmkid", "/flash/seg001", 1)[-1]["outcome"] == "timeout"
 
 
-def fetch_range(proxy: Proxy, user: str, url: str, first: int) -> tuple[int, dict[str, str], bytes]:
+def fetch_range(
+    proxy: Proxy, user: str, url: str, wanted: str
+) -> tuple[int, dict[str, str], bytes]:
+    """A player's request: `Range: wanted` (e.g. "bytes=0-1"), through the proxy as `user`."""
     import urllib.error
     import urllib.request
 
     handler = urllib.request.ProxyHandler({"http": f"http://{user}:pw@127.0.0.1:{proxy.port}"})
-    request = urllib.request.Request(url, headers={"Range": f"bytes={first}-",
-                                                   "Accept-Encoding": "identity"})
+    request = urllib.request.Request(url, headers={"Range": wanted, "Accept-Encoding": "identity"})
     try:
         with urllib.request.build_opener(handler).open(request, timeout=30) as response:
             return response.status, _lower(response.headers.items()), response.read()
@@ -329,14 +331,53 @@ def _lower(items: object) -> dict[str, str]:
 def test_a_player_opening_with_range_gets_the_judged_file(stack, library) -> None:
     proxy, _ = stack
     origin = RangeOrigin(library["/flash.mp4"])
+    url = origin.url("/movie.mp4")
     try:
-        status, headers, body = fetch_range(proxy, "calmkid", origin.url("/movie.mp4"), 0)
-        assert origin.seen[-1] is None  # the proxy asked for the whole file
-        assert status == 200 and headers["x-moodgate"].startswith("calm;")
-        assert headers["accept-ranges"] == "none" and body != library["/flash.mp4"]
-        # Seeking later in the file is a partial answer: passed as it is.
-        status, _, body = fetch_range(proxy, "calmkid", origin.url("/movie.mp4"), 1000)
-        assert origin.seen[-1] == "bytes=1000-"
-        assert status == 206 and body == library["/flash.mp4"][1000:]
+        status, headers, judged = fetch_range(proxy, "calmkid", url, "bytes=0-")
+        assert origin.seen == [None]  # the proxy asked for the whole file
+        assert status == 206 and headers["x-moodgate"].startswith("calm;")
+        assert headers["content-range"] == f"bytes 0-{len(judged) - 1}/{len(judged)}"
+        assert headers["accept-ranges"] == "bytes" and judged != library["/flash.mp4"]
+        # Seeking is answered from the judged copy; the origin is not asked again.
+        status, headers, body = fetch_range(proxy, "calmkid", url, "bytes=1000-")
+        assert status == 206 and body == judged[1000:]
+        assert headers["content-range"] == f"bytes 1000-{len(judged) - 1}/{len(judged)}"
+        assert headers["x-moodgate"].startswith("calm;") and headers["cache-control"] == "no-store"
+        status, _, body = fetch_range(proxy, "calmkid", url, "bytes=-500")
+        assert status == 206 and body == judged[-500:]
+        status, headers, _ = fetch_range(proxy, "calmkid", url, f"bytes={len(judged)}-")
+        assert status == 416 and headers["content-range"] == f"bytes */{len(judged)}"
+        assert origin.seen == [None]
+    finally:
+        origin.close()
+
+
+def test_a_file_read_in_ranges_is_judged_whole_once_per_viewer(stack, library) -> None:
+    """Safari's way: a 2-byte probe, then the file in pieces. Only the probe passes unjudged
+    (its answer tells the size); every later piece is cut from the judged copy."""
+    proxy, _ = stack
+    original = library["/flash.mp4"]
+    origin = RangeOrigin(original)
+    url = origin.url("/clip.mp4")
+    try:
+        status, _, probe_bytes = fetch_range(proxy, "calmkid", url, "bytes=0-1")
+        assert status == 206 and probe_bytes == original[:2]
+        assert origin.seen == ["bytes=0-1"]
+        parts: list[bytes] = []
+        total = None
+        while total is None or sum(map(len, parts)) < total:
+            start = sum(map(len, parts))
+            status, headers, body = fetch_range(
+                proxy, "calmkid", url, f"bytes={start}-{start + 49_999}")
+            assert status == 206 and headers["x-moodgate"].startswith("calm;"), headers
+            total = int(headers["content-range"].rsplit("/", 1)[1])
+            parts.append(body)
+        assert origin.seen == ["bytes=0-1", None]  # the whole file, fetched once
+        judged = b"".join(parts)
+        assert judged != original and frame_arousal(judged) < frame_arousal(original)
+        # Another child on the same file gets their own judgement, not calmkid's copy.
+        status, headers, _ = fetch_range(proxy, "strictkid", url, "bytes=0-999")
+        assert status == 206 and headers["x-moodgate"].startswith("block;")
+        assert origin.seen == ["bytes=0-1", None, None]
     finally:
         origin.close()

@@ -19,7 +19,9 @@ from mitmproxy.addonmanager import Loader
 
 from moodgate.config import Settings, load_settings
 from moodgate.engine import Engine, MediaResponse
+from moodgate.judged_copies import JudgedCopy
 from moodgate.media import SNIFF_BYTES, MediaKind, claimed_kind, sniff
+from moodgate.media.ranges import RangeNotSatisfiable, content_range_total, parse_range
 from moodgate.pipeline import Verdict
 from moodgate.policy import Action, Client
 
@@ -121,20 +123,39 @@ class Moodgate:
             self.engine = None
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        """A ranged answer (206) is a fragment, and a fragment cannot be judged. So a ranged
-        request for an image asks for the whole file instead (a server may always answer 200,
-        and clients accept it). Players open progressive video with `Range: bytes=0-`; that
-        becomes a whole-file request too. Later video ranges (seeking) pass as they are."""
+        """A ranged answer (206) is a fragment, and a fragment cannot be judged.
+
+        - A ranged request for an image asks for the whole file instead (a server may always
+          answer 200, and clients accept it).
+        - A ranged request for a progressive video file is answered from the judged copy when
+          there is one. Otherwise, when the file is known to be small enough to judge (or the
+          player opens it with `bytes=0-`), the whole file is fetched and judged, and the
+          range is cut from the judged copy in `response`.
+        - Other ranges (a file of unknown or too large size) pass as they are; the 206 answer
+          tells its size for next time.
+        """
         engine, request = self.engine, flow.request
-        if engine is None or "range" not in request.headers:
+        if engine is None or "range" not in request.headers or request.method != "GET":
             return
         path = request.path.split("?", 1)[0].lower()
-        inspect = engine.profile(_client(flow)).inspect
+        client = _client(flow)
+        inspect = engine.profile(client).inspect
+        asked = request.headers["range"]
         if _asks_for_image(path, request.headers.get("accept", "")):
             wanted = inspect.images
+        elif path.endswith(_PROGRESSIVE_VIDEO) and inspect.video:
+            copy = engine.copies.get(_viewer(client), request.pretty_url)
+            if copy is not None:
+                flow.metadata[_FROM_COPY] = True
+                flow.response = _ranged(copy, asked, engine.settings.debug_headers)
+                return
+            size = engine.copies.size_of(request.pretty_url)
+            small = size is not None and size <= inspect.max_video_bytes
+            wanted = asked.replace(" ", "") == "bytes=0-" or (small and engine.copies.fits(size))
+            if wanted:
+                flow.metadata[_ASKED_RANGE] = asked
         else:
-            opening = request.headers.get("range", "").replace(" ", "") == "bytes=0-"
-            wanted = opening and path.endswith(_PROGRESSIVE_VIDEO) and inspect.video
+            wanted = False
         if wanted:
             request.headers.pop("range", None)
             request.headers.pop("if-range", None)
@@ -142,10 +163,17 @@ class Moodgate:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         """Video too large to buffer (or of unknown size) is streamed through and passed."""
         engine, response = self.engine, flow.response
-        if engine is None or response is None or response.status_code != 200:
+        if engine is None or response is None or flow.metadata.get(_FROM_COPY):
             return
         claimed = claimed_kind(response.headers.get("content-type"))
         if claimed is None or not claimed.is_video or flow.request.method == "HEAD":
+            return
+        if response.status_code == 206:  # its full length decides how the next range is met
+            total = content_range_total(response.headers.get("content-range"))
+            if total is not None:
+                engine.copies.note_size(flow.request.pretty_url, total)
+            return
+        if response.status_code != 200:
             return
         client = _client(flow)
         inspect = engine.profile(client).inspect
@@ -167,6 +195,8 @@ class Moodgate:
     async def response(self, flow: http.HTTPFlow) -> None:
         engine, response = self.engine, flow.response
         if engine is None or response is None or flow.request.method == "HEAD":
+            return
+        if flow.metadata.get(_FROM_COPY):
             return
         if response.status_code == 206:
             self._partial(flow)
@@ -192,6 +222,30 @@ class Moodgate:
             )
         )
         _apply(flow, verdict, engine.settings.debug_headers)
+        self._keep_copy(flow, verdict)
+
+    def _keep_copy(self, flow: http.HTTPFlow, verdict: Verdict) -> None:
+        """A judged progressive video file: kept for the player's ranged requests, and the
+        range this request asked for (if any) cut from it."""
+        engine, response = self.engine, flow.response
+        assert engine is not None and response is not None
+        kind = verdict.kind
+        path = flow.request.path.split("?", 1)[0].lower()
+        if response.status_code != 200 or kind is None or not kind.is_video:
+            return
+        if not path.endswith(_PROGRESSIVE_VIDEO) or verdict.outcome == "skipped":
+            return  # segments are fetched whole; init segments are not the file
+        body = response.get_content(strict=False) or b""
+        copy = JudgedCopy(
+            body, response.headers.get("content-type", kind.mime), verdict.body is not None,
+            response.headers.get("x-moodgate"),
+        )  # fmt: skip
+        if not engine.copies.put(_viewer(_client(flow)), flow.request.pretty_url, copy):
+            return
+        response.headers["accept-ranges"] = "bytes"
+        asked = flow.metadata.get(_ASKED_RANGE)
+        if asked:
+            flow.response = _ranged(copy, asked, engine.settings.debug_headers)
 
     def _partial(self, flow: http.HTTPFlow) -> None:
         """A fragment of an image that a ranged request still got: the policy's on_error."""
@@ -210,6 +264,31 @@ class Moodgate:
 
 
 _PROGRESSIVE_VIDEO = (".mp4", ".m4v", ".mov", ".webm", ".mkv")
+_FROM_COPY = "moodgate_from_copy"  # flow.metadata: answered from a judged copy
+_ASKED_RANGE = "moodgate_range"  # flow.metadata: the Range the client sent, removed upstream
+
+
+def _viewer(client: Client) -> str:
+    return f"{client.address}/{client.user or ''}"
+
+
+def _ranged(copy: JudgedCopy, asked: str, debug_headers: bool) -> http.Response:
+    """The part of a judged copy that `Range: asked` wants: 206, 416, or 200 (whole)."""
+    headers = {"content-type": copy.content_type, "accept-ranges": "bytes"}
+    if copy.rewritten:
+        headers["cache-control"] = "no-store"
+    if debug_headers and copy.debug_header:
+        headers["x-moodgate"] = copy.debug_header
+    total = len(copy.body)
+    try:
+        wanted = parse_range(asked, total)
+    except RangeNotSatisfiable:
+        return http.Response.make(416, b"", {**headers, "content-range": f"bytes */{total}"})
+    if wanted is None:
+        return http.Response.make(200, copy.body, headers)
+    part = http.Response.make(206, wanted.of(copy.body), headers)
+    part.headers["content-range"] = wanted.content_range(total)
+    return part
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jfif", ".pjpeg", ".png", ".apng", ".gif", ".webp", ".avif")
 
 

@@ -45,6 +45,8 @@ class Settings:
     video_sample_fps: float = 0.5  # at most this many scored frames per second of video
     video_max_frames: int = 32  # per file or segment
     video_hold_segments: int = 2  # hysteresis: milder segments before a stream relaxes
+    # Judged copies of progressive video files kept for players' ranged requests (MiB; 0: off).
+    video_copies_mb: int = 128
     # p95 added latency per image the slice choice aims for (runtime.py); a router's default.
     latency_budget_ms: float = 150.0
     # Under overload past what the narrowest slice can carry, apply the policy's on_timeout

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from moodgate.calm import Calmer, StyleBank
 from moodgate.config import Settings
+from moodgate.judged_copies import JudgedCopies
 from moodgate.media import MediaKind
 from moodgate.media.video import Sampling
 from moodgate.pipeline import FAST_PATH_BYTES, ImagePipeline, ScoreCache, Verdict, body_key
@@ -53,6 +54,7 @@ class Engine:
             cache=ScoreCache(settings.cache_entries),
         )
         self.video = VideoPipeline(self.scorer, self.pipeline.calmer, video_settings(settings))
+        self.copies = JudgedCopies(settings.video_copies_mb * 1024 * 1024)
         self.scheduler = PolicyScheduler()
         self.policy = PolicyWatcher(
             settings.policy,
