@@ -3,6 +3,7 @@ images, a real client trusting the proxy's CA, and the rows in the real SQLite f
 
 from __future__ import annotations
 
+import base64
 import io
 import sqlite3
 import time
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from moodgate.media.inline import find_inline_images
 from realnet import Fetched, Origin, Proxy, RangeOrigin, Route, decode
 
 POLICY = """\
@@ -68,7 +70,26 @@ def routes_for(media: dict[str, bytes]) -> dict[str, Route]:
     routes["/empty.jpg"] = Route(b"", "image/jpeg")
     routes["/page.html"] = Route(b"<!doctype html><p>hello</p>", "text/html")
     routes["/octet-stream"] = Route(media["vivid.jpg"], "application/octet-stream")
+    for name, (content_type, text) in inline_pages(media).items():
+        routes[name] = Route(text, content_type, encoding="gzip" if name.endswith(".js") else None)
     return routes
+
+
+def inline_pages(media: dict[str, bytes]) -> dict[str, tuple[str, bytes]]:
+    """Pages that carry pictures inside them, as image search results and SVG wrappers do."""
+    vivid, calm = base64.b64encode(media["vivid.jpg"]), base64.b64encode(media["calm.jpg"])
+    escaped = vivid.replace(b"/", b"\\/").replace(b"=", b"\\x3d")
+    svg_png = base64.b64encode(media["alpha.png"])
+    return {
+        "/results.html": ("text/html; charset=utf-8",
+                          b'<p>results</p><img src="data:image/jpeg;base64,' + vivid
+                          + b'"><img src="data:image/jpeg;base64,' + calm + b'"><p>end</p>'),
+        "/calm-only.html": ("text/html", b'<img src="data:image/jpeg;base64,' + calm + b'">'),
+        "/thumbs.js": ("text/javascript", b"var t=['data:image/jpeg;base64," + escaped + b"'];"),
+        "/wrapper.svg": ("image/svg+xml",
+                         b'<svg xmlns="http://www.w3.org/2000/svg" width="320" height="240">'
+                         b'<image href="data:image/png;base64,' + svg_png + b'"/></svg>'),
+    }  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -320,3 +341,38 @@ def test_images_false_passes_unscored_but_host_lists_still_apply(stack, media) -
     assert (row["action"], row["rule"], row["outcome"]) == (
         "pass", "blindkid/images-not-inspected", "skipped")  # fmt: skip
     assert row["valence"] is None  # never scored
+
+
+def test_images_inlined_in_pages_scripts_and_svg_are_judged(stack, media) -> None:
+    proxy, origin, _ = stack
+    got = fetch_as(proxy, "strictkid", origin.url("/results.html"))
+    (blocked, kept) = find_inline_images(got.body)
+    assert kept.data == media["calm.jpg"]  # the calm one is left as it was
+    placeholder = image(blocked.data)
+    assert placeholder.format == "JPEG" and placeholder.size == (640, 427)
+    assert np.asarray(placeholder.convert("RGB"), dtype=np.float32).std(axis=(0, 1)).max() < 3
+    assert got.body.startswith(b"<p>results</p>") and got.body.endswith(b"<p>end</p>")
+    assert got.header("cache-control") == "no-store"
+    row = last_row_for(proxy, "/results.html#inline-1", "strictkid")
+    assert (row["action"], row["rule"], row["kind"]) == ("block", "strictkid/lively", "jpeg")
+    assert last_row_for(proxy, "/results.html#inline-2", "strictkid")["action"] == "pass"
+
+    calmed = fetch_as(proxy, "calmkid", origin.url("/thumbs.js"))  # gzip, escaped payload
+    text = decode(calmed.body, "gzip")
+    (inline,) = find_inline_images(text)
+    payload = text[inline.start : inline.end]  # escaped as the script had it
+    assert b"\\/" in payload and b"/" not in payload.replace(b"\\/", b"") and b"=" not in payload
+    assert image(inline.data).size == (640, 427) and inline.data != media["vivid.jpg"]
+    assert last_row_for(proxy, "/thumbs.js#inline-1", "calmkid")["action"] == "calm"
+
+    svg = fetch_as(proxy, "calmkid", origin.url("/wrapper.svg"))
+    (embedded,) = find_inline_images(svg.body)
+    assert image(embedded.data).mode == "RGBA" and embedded.data != media["alpha.png"]
+    assert svg.body.startswith(b"<svg") and svg.header("content-type") == "image/svg+xml"
+
+
+def test_a_page_whose_inlined_images_pass_is_byte_identical(stack, media) -> None:
+    proxy, origin, _ = stack
+    got = fetch_as(proxy, "strictkid", origin.url("/calm-only.html"))
+    assert got.body == inline_pages(media)["/calm-only.html"][1]
+    assert got.header("cache-control") is None

@@ -210,7 +210,8 @@ class Moodgate:
             body = b""
         kind = sniff(body[:SNIFF_BYTES])
         if not _is_media(kind) and not _is_media(claimed):
-            return  # playlists, manifests, pages: not media
+            await self._inline(flow, body)  # pages, scripts, SVG: only their inlined images
+            return
         verdict = await engine.judge(
             MediaResponse(
                 client=_client(flow),
@@ -247,6 +248,25 @@ class Moodgate:
         if asked:
             flow.response = _ranged(copy, asked, engine.settings.debug_headers)
 
+    async def _inline(self, flow: http.HTTPFlow, body: bytes) -> None:
+        engine, response = self.engine, flow.response
+        assert engine is not None and response is not None
+        content_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if content_type not in _INLINE_TYPES or len(body) > _INLINE_MAX_BYTES:
+            return
+        if b"data:image/" not in body:
+            return
+        text = await engine.judge_inline(MediaResponse(
+            client=_client(flow), host=flow.request.pretty_host,
+            path=_path(flow, engine.settings.log_query_strings),
+            content_type=response.headers.get("content-type", ""), body=body,
+        ))  # fmt: skip
+        if text is not None:
+            response.content = text
+            for header in ("etag", "last-modified", "content-md5", "digest"):
+                response.headers.pop(header, None)
+            response.headers["cache-control"] = "no-store"
+
     def _partial(self, flow: http.HTTPFlow) -> None:
         """A fragment of an image that a ranged request still got: the policy's on_error."""
         engine, response = self.engine, flow.response
@@ -264,6 +284,12 @@ class Moodgate:
 
 
 _PROGRESSIVE_VIDEO = (".mp4", ".m4v", ".mov", ".webm", ".mkv")
+# Text that inlines pictures as data: URIs: pages, scripts, JSON (search results), CSS, SVG.
+_INLINE_TYPES = {
+    "text/html", "application/xhtml+xml", "text/css", "text/javascript", "application/javascript",
+    "application/x-javascript", "application/json", "text/plain", "image/svg+xml",
+}  # fmt: skip
+_INLINE_MAX_BYTES = 16 * 1024 * 1024
 _FROM_COPY = "moodgate_from_copy"  # flow.metadata: answered from a judged copy
 _ASKED_RANGE = "moodgate_range"  # flow.metadata: the Range the client sent, removed upstream
 

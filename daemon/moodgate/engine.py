@@ -16,7 +16,8 @@ from datetime import datetime
 from moodgate.calm import Calmer, StyleBank
 from moodgate.config import Settings
 from moodgate.judged_copies import JudgedCopies
-from moodgate.media import MediaKind
+from moodgate.media import SNIFF_BYTES, MediaKind, sniff
+from moodgate.media.inline import InlineImage, find_inline_images, replace_inline_images
 from moodgate.media.video import Sampling
 from moodgate.pipeline import FAST_PATH_BYTES, ImagePipeline, ScoreCache, Verdict, body_key
 from moodgate.policy import Action, Client, Policy, PolicyScheduler, PolicyWatcher, Profile
@@ -210,6 +211,58 @@ class Engine:
             return await asyncio.wait_for(future, 3.0)
         except Exception:  # no placeholder in time: the same action without one (403 or pass)
             return self.video.fallback(profile, outcome, error, kind)
+
+    async def judge_inline(self, response: MediaResponse) -> bytes | None:
+        """Judge the images inlined as `data:` URIs in a page, script, stylesheet or SVG; the
+        new text when any was calmed or blocked, else None. One row per inlined image."""
+        start = time.perf_counter()
+        profile = self.profile(response.client)
+        if not profile.inspect.images or profile.for_host(response.host) is not None:
+            return None  # a listed host's page is its own decision: images inside it too
+        budget = self.settings.deadline_ms / 1000.0
+        loop = asyncio.get_running_loop()
+        self.in_flight += 1
+        try:
+            future = loop.run_in_executor(
+                self.executor, self._inline_work, response.body, profile, response.host,
+                time.monotonic() + budget,
+            )  # fmt: skip
+            text, judged = await asyncio.wait_for(future, budget + 2.0)
+        except Exception as exc:  # incl. the safety-net timeout: the page itself stays
+            log.warning("inline images in %s%s not judged: %s", response.host, response.path,
+                        exc or type(exc).__name__)  # fmt: skip
+            return None
+        finally:
+            self.in_flight -= 1
+        ms = (time.perf_counter() - start) * 1000.0 / max(1, len(judged))
+        for index, (image, verdict) in enumerate(judged):
+            inline = MediaResponse(
+                client=response.client, host=response.host,
+                path=f"{response.path}#inline-{index + 1}",
+                content_type=f"{verdict.kind.mime if verdict.kind else 'image'} (inline)",
+                body=image.data,
+            )  # fmt: skip
+            self.record(inline, profile, verdict, ms, self.review.keep(image.data, verdict))
+        return text
+
+    def _inline_work(
+        self, text: bytes, profile: Profile, host: str, deadline: float
+    ) -> tuple[bytes | None, list[tuple[InlineImage, Verdict]]]:
+        """In a worker: each inlined image judged like a fetched one, until the deadline;
+        the rest get on_timeout."""
+        judged: list[tuple[InlineImage, Verdict]] = []
+        for image in find_inline_images(text, profile.inspect.min_bytes):
+            if time.monotonic() < deadline:
+                verdict = self.pipeline.judge(image.data, profile, host)
+            else:
+                verdict = self.pipeline.fallback(
+                    profile, "timeout", f"no decision within {self.settings.deadline_ms} ms",
+                    sniff(image.data[:SNIFF_BYTES]), image.data,
+                )  # fmt: skip
+            if verdict.outcome != "error" or verdict.action is not Action.PASS:
+                judged.append((image, verdict))  # not-an-image payloads are not news
+        changed = {image: v.body for image, v in judged if v.body is not None}
+        return (replace_inline_images(text, changed) if changed else None), judged
 
     def judge_partial(self, response: MediaResponse) -> Verdict:
         """A 206 fragment of an image cannot be scored: on_error, and no placeholder (a

@@ -1,0 +1,72 @@
+"""Images inlined in text as base64 `data:` URIs: pages, scripts, JSON, stylesheets, SVG.
+
+Image search results, lazy-loading placeholders and SVG wrappers carry whole pictures this
+way, never as a request of their own. Escaped forms in JavaScript and JSON strings (`\\/`,
+`\\x3d`, `\\u003d`) are read, and written back the same way.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+
+# The payload: base64 characters, '/' possibly escaped as '\/', '=' padding possibly escaped.
+_DATA_URI = re.compile(
+    rb"data:image/(?:png|jpe?g|gif|webp|avif);base64,"
+    rb"((?:[A-Za-z0-9+/]+|\\/)+(?:=|\\x3[dD]|\\u003[dD]){0,2})"
+)
+_PADDING = (b"\\u003d", b"\\u003D", b"\\x3d", b"\\x3D")
+
+
+@dataclass(frozen=True)
+class InlineImage:
+    start: int  # the base64 payload's span in the text
+    end: int
+    data: bytes  # the decoded image file
+    escaped_slash: bool
+    padding: bytes  # how '=' was written: b"=", b"\\x3d", b"\\u003d"…
+
+    def payload_for(self, data: bytes) -> bytes:
+        """`data` in base64, escaped the way the original payload was."""
+        encoded = base64.b64encode(data)
+        if self.escaped_slash:
+            encoded = encoded.replace(b"/", b"\\/")
+        if self.padding != b"=":
+            encoded = encoded.replace(b"=", self.padding)
+        return encoded
+
+
+def find_inline_images(text: bytes, min_bytes: int = 0, limit: int = 200) -> list[InlineImage]:
+    """The inlined images of at least `min_bytes` decoded, in order, at most `limit`."""
+    found: list[InlineImage] = []
+    for match in _DATA_URI.finditer(text):
+        payload = match.group(1)
+        if len(payload) * 3 // 4 < min_bytes:
+            continue
+        padding = next((p for p in _PADDING if p in payload), b"=")
+        plain = payload.replace(b"\\/", b"/")
+        for escaped in _PADDING:
+            plain = plain.replace(escaped, b"=")
+        try:
+            data = base64.b64decode(plain + b"=" * (-len(plain) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        if len(data) < min_bytes:
+            continue
+        found.append(InlineImage(match.start(1), match.end(1), data, b"\\/" in payload, padding))
+        if len(found) >= limit:
+            break
+    return found
+
+
+def replace_inline_images(text: bytes, replacements: dict[InlineImage, bytes]) -> bytes:
+    """`text` with each given image's payload swapped for the new image's."""
+    parts: list[bytes] = []
+    position = 0
+    for image in sorted(replacements, key=lambda i: i.start):
+        parts += [text[position : image.start], image.payload_for(replacements[image])]
+        position = image.end
+    parts.append(text[position:])
+    return b"".join(parts)
