@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 import media_factory as mf
 from moodgate.media.inline import find_inline_images, replace_inline_images
 
@@ -60,3 +63,17 @@ def test_replacing_some_keeps_everything_else() -> None:
     replaced = replace_inline_images(text, {found[1]: b"new"})
     assert replaced.startswith(text[: found[1].start]) and replaced.endswith(b"'><p>c</p>")
     assert [i.data for i in find_inline_images(replaced)] == [first, b"new"]
+
+
+PIECES = [b"data:image/png;base64,", b"data:image/jpeg;base64,", b"iVBORw0KGgo", b"/9j/4AAQ",
+          b"\\/", b"\\x3d", b"\\u003d", b"=", b"AAAA", b"'", b'"', b"<img src=", b"\x00"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=40), st.binary(max_size=64))
+def test_any_text_is_read_without_error_and_written_back_unchanged(
+    pieces: list[bytes], noise: bytes
+) -> None:
+    text = b"".join(pieces) + noise
+    found = find_inline_images(text)
+    assert replace_inline_images(text, {image: image.data for image in found}) == text

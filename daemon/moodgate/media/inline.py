@@ -26,14 +26,14 @@ class InlineImage:
     end: int
     data: bytes  # the decoded image file
     escaped_slash: bool
-    padding: bytes  # how '=' was written: b"=", b"\\x3d", b"\\u003d"…
+    padding: bytes  # how '=' was written: b"=", b"\\x3d", b"\\u003d"…; b"" for left out
 
     def payload_for(self, data: bytes) -> bytes:
         """`data` in base64, escaped the way the original payload was."""
         encoded = base64.b64encode(data)
         if self.escaped_slash:
             encoded = encoded.replace(b"/", b"\\/")
-        if self.padding != b"=":
+        if self.padding != b"=":  # escaped, or left out
             encoded = encoded.replace(b"=", self.padding)
         return encoded
 
@@ -45,7 +45,7 @@ def find_inline_images(text: bytes, min_bytes: int = 0, limit: int = 200) -> lis
         payload = match.group(1)
         if len(payload) * 3 // 4 < min_bytes:
             continue
-        padding = next((p for p in _PADDING if p in payload), b"=")
+        padding = next((p for p in (*_PADDING, b"=") if p in payload), b"")
         plain = payload.replace(b"\\/", b"/")
         for escaped in _PADDING:
             plain = plain.replace(escaped, b"=")
@@ -53,6 +53,9 @@ def find_inline_images(text: bytes, min_bytes: int = 0, limit: int = 200) -> lis
             data = base64.b64decode(plain + b"=" * (-len(plain) % 4), validate=True)
         except (binascii.Error, ValueError):
             continue
+        canonical = base64.b64encode(data)
+        if plain not in (canonical, canonical.rstrip(b"=")):
+            continue  # stray bits or padding: run into neighbouring text, not a payload
         if len(data) < min_bytes:
             continue
         found.append(InlineImage(match.start(1), match.end(1), data, b"\\/" in payload, padding))
