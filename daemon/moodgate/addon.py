@@ -137,14 +137,14 @@ class Moodgate:
         engine, request = self.engine, flow.request
         if engine is None or "range" not in request.headers or request.method != "GET":
             return
-        path = request.path.split("?", 1)[0].lower()
+        path = _path(flow, with_query=False).lower()
         client = _client(flow)
         inspect = engine.profile(client).inspect
         asked = request.headers["range"]
         if _asks_for_image(path, request.headers.get("accept", "")):
             wanted = inspect.images
         elif path.endswith(_PROGRESSIVE_VIDEO) and inspect.video:
-            copy = engine.copies.get(_viewer(client), request.pretty_url)
+            copy = engine.copies.get(client.viewer, request.pretty_url)
             if copy is not None:
                 flow.metadata[_FROM_COPY] = True
                 flow.response = _ranged(copy, asked, engine.settings.debug_headers)
@@ -231,7 +231,7 @@ class Moodgate:
         engine, response = self.engine, flow.response
         assert engine is not None and response is not None
         kind = verdict.kind
-        path = flow.request.path.split("?", 1)[0].lower()
+        path = _path(flow, with_query=False).lower()
         if response.status_code != 200 or kind is None or not kind.is_video:
             return
         if not path.endswith(_PROGRESSIVE_VIDEO) or verdict.outcome == "skipped":
@@ -241,7 +241,7 @@ class Moodgate:
             body, response.headers.get("content-type", kind.mime), verdict.body is not None,
             response.headers.get("x-moodgate"),
         )  # fmt: skip
-        if not engine.copies.put(_viewer(_client(flow)), flow.request.pretty_url, copy):
+        if not engine.copies.put(_client(flow).viewer, flow.request.pretty_url, copy):
             return
         response.headers["accept-ranges"] = "bytes"
         asked = flow.metadata.get(_ASKED_RANGE)
@@ -263,9 +263,7 @@ class Moodgate:
         ))  # fmt: skip
         if text is not None:
             response.content = text
-            for header in ("etag", "last-modified", "content-md5", "digest"):
-                response.headers.pop(header, None)
-            response.headers["cache-control"] = "no-store"
+            _mark_rewritten(response)
 
     def _partial(self, flow: http.HTTPFlow) -> None:
         """A fragment of an image that a ranged request still got: the policy's on_error."""
@@ -294,10 +292,6 @@ _FROM_COPY = "moodgate_from_copy"  # flow.metadata: answered from a judged copy
 _ASKED_RANGE = "moodgate_range"  # flow.metadata: the Range the client sent, removed upstream
 
 
-def _viewer(client: Client) -> str:
-    return f"{client.address}/{client.user or ''}"
-
-
 def _ranged(copy: JudgedCopy, asked: str, debug_headers: bool) -> http.Response:
     """The part of a judged copy that `Range: asked` wants: 206, 416, or 200 (whole)."""
     headers = {"content-type": copy.content_type, "accept-ranges": "bytes"}
@@ -315,6 +309,8 @@ def _ranged(copy: JudgedCopy, asked: str, debug_headers: bool) -> http.Response:
     part = http.Response.make(206, wanted.of(copy.body), headers)
     part.headers["content-range"] = wanted.content_range(total)
     return part
+
+
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jfif", ".pjpeg", ".png", ".apng", ".gif", ".webp", ".avif")
 
 
@@ -346,13 +342,10 @@ def _apply(flow: http.HTTPFlow, verdict: Verdict, debug_headers: bool) -> None:
         kind: MediaKind | None = verdict.kind
         if kind is not None and kind.is_image:  # video keeps its type (video/iso.segment …)
             response.headers["content-type"] = kind.mime
-        for header in ("etag", "last-modified", "content-md5", "digest"):
-            response.headers.pop(header, None)
+        _mark_rewritten(response)
         if kind is not None and kind.is_video:
             # Ranges of the original would not fit the rewritten file.
             response.headers["accept-ranges"] = "none"
-        # A calmed or blocked copy is for this child now; never let a cache replay it.
-        response.headers["cache-control"] = "no-store"
     elif verdict.action is Action.BLOCK:
         flow.response = http.Response.make(
             403, b"Blocked by moodgate\n", {"content-type": "text/plain; charset=utf-8",
@@ -360,6 +353,14 @@ def _apply(flow: http.HTTPFlow, verdict: Verdict, debug_headers: bool) -> None:
         )
     if debug_headers and flow.response is not None:
         flow.response.headers["x-moodgate"] = debug_header(verdict)
+
+
+def _mark_rewritten(response: http.Response) -> None:
+    """The origin's validators no longer describe the body; and a calmed or blocked copy is
+    for this child now: never let a cache replay it."""
+    for header in ("etag", "last-modified", "content-md5", "digest"):
+        response.headers.pop(header, None)
+    response.headers["cache-control"] = "no-store"
 
 
 def debug_header(verdict: Verdict) -> str:

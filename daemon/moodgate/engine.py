@@ -169,7 +169,7 @@ class Engine:
         """Video has its own, longer budget; the worker also stops itself when it is spent."""
         start = time.perf_counter()
         profile = self.profile(response.client)
-        client = f"{response.client.address}/{response.client.user or ''}"
+        client = response.client.viewer
         request = VideoRequest(response.body, client, response.host, response.path,
                                response.claimed_kind)
         budget = self.settings.video_deadline_ms / 1000.0
@@ -272,9 +272,8 @@ class Engine:
         kind = response.claimed_kind
         if forced is not None:
             verdict = Verdict(forced.action, forced.rule, "host-list", kind=kind)
-        elif not profile.inspect.images:
-            verdict = Verdict(Action.PASS, f"{profile.child}/images-not-inspected", "skipped",
-                              kind=kind)  # fmt: skip
+        elif not profile.inspect.images and kind is not None:
+            verdict = ImagePipeline.not_inspected(profile, kind)
         else:
             verdict = self.pipeline.fallback(
                 profile, "error", "partial content (206): a fragment of an image cannot be judged",

@@ -145,7 +145,7 @@ class ImagePipeline:
         if kind is None or not kind.is_image:
             return None
         if not profile.inspect.images:
-            return self._not_inspected(profile, kind)
+            return self.not_inspected(profile, kind)
         if not self.cache.enabled or len(data) > FAST_PATH_BYTES:
             return None
         if len(data) < profile.inspect.min_bytes:
@@ -178,7 +178,7 @@ class ImagePipeline:
             if forced is not None:
                 return self._apply_forced(forced, data, kind)
             if not profile.inspect.images:
-                return self._not_inspected(profile, kind)
+                return self.not_inspected(profile, kind)
             if len(data) < profile.inspect.min_bytes:
                 return Verdict(Action.PASS, f"{profile.child}/small", "skipped", kind=kind)
             info = probe(data, self.limits)
@@ -215,7 +215,7 @@ class ImagePipeline:
         return Verdict(Action.BLOCK, rule, outcome, body=body, kind=kind, info=info, error=error)
 
     @staticmethod
-    def _not_inspected(profile: Profile, kind: MediaKind) -> Verdict:
+    def not_inspected(profile: Profile, kind: MediaKind) -> Verdict:
         """`inspect: {images: false}`: passed unscored, but still on the record."""
         return Verdict(Action.PASS, f"{profile.child}/images-not-inspected", "skipped", kind=kind)
 

@@ -27,6 +27,11 @@ class Client:
     address: str
     user: str | None = None
 
+    @property
+    def viewer(self) -> str:
+        """"address/user": one viewer, for what is remembered per viewer (streams, copies)."""
+        return f"{self.address}/{self.user or ''}"
+
 
 @dataclass(frozen=True)
 class Decision:
