@@ -38,7 +38,7 @@ class InlineImage:
         return encoded
 
 
-def find_inline_images(text: bytes, min_bytes: int = 0, limit: int = 200) -> list[InlineImage]:
+def find_inline_images(text: bytes, min_bytes: int = 0, limit: int = 1000) -> list[InlineImage]:
     """The inlined images of at least `min_bytes` decoded, in order, at most `limit`."""
     found: list[InlineImage] = []
     for match in _DATA_URI.finditer(text):
