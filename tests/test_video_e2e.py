@@ -381,3 +381,20 @@ def test_a_file_read_in_ranges_is_judged_whole_once_per_viewer(stack, library) -
         assert origin.seen == ["bytes=0-1", None, None]
     finally:
         origin.close()
+
+
+def test_a_video_url_without_extension_is_judged_from_the_second_range(stack, library) -> None:
+    proxy, _ = stack
+    origin = RangeOrigin(library["/flash.mp4"])
+    url = origin.url("/play?id=9")
+    try:
+        status, _, _ = fetch_range(proxy, "calmkid", url, "bytes=0-1")
+        assert status == 206 and origin.seen == ["bytes=0-1"]  # unknown yet: passed
+        status, headers, body = fetch_range(proxy, "calmkid", url, "bytes=0-49999")
+        assert origin.seen == ["bytes=0-1", None]  # now known as a video: fetched whole
+        assert status == 206 and headers["x-moodgate"].startswith("calm;")
+        status, _, rest = fetch_range(proxy, "calmkid", url, "bytes=50000-")
+        assert status == 206 and len(origin.seen) == 2
+        assert frame_arousal(body + rest) < frame_arousal(library["/flash.mp4"])
+    finally:
+        origin.close()

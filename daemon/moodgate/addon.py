@@ -131,8 +131,9 @@ class Moodgate:
           there is one. Otherwise, when the file is known to be small enough to judge (or the
           player opens it with `bytes=0-`), the whole file is fetched and judged, and the
           range is cut from the judged copy in `response`.
-        - Other ranges (a file of unknown or too large size) pass as they are; the 206 answer
-          tells its size for next time.
+        - Other ranges (a file of unknown or too large size) pass as they are; a video 206
+          answer tells the file's size for next time, and that it is a video file even when
+          its URL has no video extension.
         """
         engine, request = self.engine, flow.request
         if engine is None or "range" not in request.headers or request.method != "GET":
@@ -143,7 +144,9 @@ class Moodgate:
         asked = request.headers["range"]
         if _asks_for_image(path, request.headers.get("accept", "")):
             wanted = inspect.images
-        elif path.endswith(_PROGRESSIVE_VIDEO) and inspect.video:
+        elif inspect.video and (
+            path.endswith(_PROGRESSIVE_VIDEO) or engine.copies.size_of(request.pretty_url)
+        ):  # a video file by its name, or known as one from an earlier answer
             copy = engine.copies.get(client.viewer, request.pretty_url)
             if copy is not None:
                 flow.metadata[_FROM_COPY] = True
@@ -234,8 +237,10 @@ class Moodgate:
         path = _path(flow, with_query=False).lower()
         if response.status_code != 200 or kind is None or not kind.is_video:
             return
-        if not path.endswith(_PROGRESSIVE_VIDEO) or verdict.outcome == "skipped":
-            return  # segments are fetched whole; init segments are not the file
+        if verdict.outcome == "skipped":
+            return  # an init segment is not the file
+        if not (path.endswith(_PROGRESSIVE_VIDEO) or flow.metadata.get(_ASKED_RANGE)):
+            return  # segments are fetched whole: no one asks for them in ranges
         body = response.get_content(strict=False) or b""
         copy = JudgedCopy(
             body, response.headers.get("content-type", kind.mime), verdict.body is not None,
