@@ -208,7 +208,7 @@ def test_status_report_reads_snapshot_and_flags_staleness(tmp_path: Path) -> Non
         "policy": "/etc/moodgate/policy.yaml", "policy_ok": True, "policy_error": None,
         "policy_loaded_at": None, "in_flight": 0, "db_backlog": 3, "db_dropped": 0,
         "db_error": "OperationalError: database is locked", "decisions": 3, "version": 1,
-        "extra": {},
+        "extra": {"video_copies": {"files": 2, "held_mb": 7.5, "max_mb": 128.0}},
     }  # fmt: skip
     write_atomic(tmp_path / STATUS_FILE, snapshot)
     report = StatusReport(tmp_path, tmp_path / "decisions.sqlite").collect()
@@ -216,6 +216,7 @@ def test_status_report_reads_snapshot_and_flags_staleness(tmp_path: Path) -> Non
     assert report["healthy"] is False
     text = "\n".join(format_report(report))
     assert "NOT RUNNING" in text and "FALLBACK" in text and "database is locked" in text
+    assert "video copies: 2 files, 7.5 of 128 MiB held" in text
 
 
 # -- install-service -----------------------------------------------------------------------------

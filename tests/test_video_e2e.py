@@ -9,6 +9,7 @@ import io
 import json
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -379,6 +380,18 @@ def test_a_file_read_in_ranges_is_judged_whole_once_per_viewer(stack, library) -
         status, headers, _ = fetch_range(proxy, "strictkid", url, "bytes=0-999")
         assert status == 206 and headers["x-moodgate"].startswith("block;")
         assert origin.seen == ["bytes=0-1", None, None]
+        # `moodgate status` shows what the copies hold.
+        deadline = time.monotonic() + 20
+        while True:
+            report = json.loads(subprocess.run(
+                [sys.executable, "-m", "moodgate.cli", "status", "--json",
+                 "--state-dir", str(proxy.state_dir)],
+                capture_output=True, text=True, timeout=60).stdout)  # fmt: skip
+            copies = report.get("extra", {}).get("video_copies", {})
+            if copies.get("files", 0) >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert copies["files"] >= 2 and 0 < copies["held_mb"] <= copies["max_mb"] == 128
     finally:
         origin.close()
 

@@ -66,6 +66,12 @@ class JudgedCopies:
         self.note_size(url, len(copy.body))
         return True
 
+    def state(self) -> dict[str, float]:
+        """For the status report: how many copies, and how much of the bound they hold."""
+        mib = 1024 * 1024
+        return {"files": len(self._copies), "held_mb": round(self.held_bytes / mib, 1),
+                "max_mb": round(self.max_bytes / mib, 1)}  # fmt: skip
+
     def fits(self, size: int) -> bool:
         return self.enabled and size <= self.max_bytes
 

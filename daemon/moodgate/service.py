@@ -261,6 +261,10 @@ class ServiceHooks:
             db_dropped=store.dropped,
             db_error=store.last_error,
             decisions=engine.decided,
-            # How the adaptive scorer is coping with the load right now.
-            extra={"selector": engine.adaptive.state()} if engine.adaptive is not None else {},
+            # How the adaptive scorer is coping with the load right now, and what the judged
+            # video copies hold.
+            extra={
+                **({"selector": engine.adaptive.state()} if engine.adaptive is not None else {}),
+                "video_copies": engine.copies.state(),
+            },
         )

@@ -182,7 +182,7 @@ def format_report(report: dict[str, Any]) -> list[str]:
     database = f"{report['db_backlog']} rows queued, {report['db_dropped']} dropped"
     if report.get("db_error"):
         database += f"  ERROR: {report['db_error']}"
-    return [
+    lines = [
         f"moodgate: {state}, pid {report['pid']}, since {report['started_at']}",
         f"listening: {', '.join(report['listen']) or '-'} ({report['mode']})",
         f"scorer: {scorer}",
@@ -192,6 +192,11 @@ def format_report(report: dict[str, Any]) -> list[str]:
         f"{_count(report['decisions_last_hour'])} in the last hour",
         f"health: {'ok' if report['healthy'] else 'DEGRADED'}",
     ]
+    copies = (report.get("extra") or {}).get("video_copies")
+    if copies:  # judged video files kept for players' ranged requests
+        lines.insert(-2, f"video copies: {copies['files']} files, "
+                         f"{copies['held_mb']:g} of {copies['max_mb']:g} MiB held")  # fmt: skip
+    return lines
 
 
 def _count(value: int | None) -> str:
