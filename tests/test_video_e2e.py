@@ -411,3 +411,37 @@ def test_a_video_url_without_extension_is_judged_from_the_second_range(stack, li
         assert frame_arousal(body + rest) < frame_arousal(library["/flash.mp4"])
     finally:
         origin.close()
+
+
+def test_dash_on_demand_ranges_are_judged_fragment_by_fragment(stack) -> None:
+    """One fMP4 file read as the manifest's byte ranges: the init, then one moof+mdat per
+    range. Each range goes to the origin as asked (the offsets are the manifest's), and each
+    fragment is judged with the init, like a stream's segments."""
+    from moodgate.media import segments
+
+    proxy, _ = stack
+    original = vf.fragmented_mp4("flashing")
+    boxes = list(segments.boxes(original))
+    first_moof = next(i for i, b in enumerate(boxes) if b.kind == b"moof")
+    ranges = [(0, boxes[first_moof].start - 1)]  # ftyp + moov
+    for i in range(first_moof, len(boxes) - 1, 2):  # moof + mdat pairs
+        ranges.append((boxes[i].start, boxes[i + 1].start + boxes[i + 1].size - 1))
+    origin = RangeOrigin(original)
+    url = origin.url("/movie-dash.mp4")
+    try:
+        answers = []
+        for start, end in ranges:
+            status, headers, body = fetch_range(proxy, "calmkid", url, f"bytes={start}-{end}")
+            assert status == 206 and origin.seen[-1] == f"bytes={start}-{end}"
+            assert headers["content-range"].startswith(f"bytes {start}-")
+            answers.append((headers, body))
+        init, fragments = answers[0][1], [body for _, body in answers[1:]]
+        assert init == original[: ranges[0][1] + 1]  # the init passes as it is
+        assert all(h["x-moodgate"].startswith("calm;") for h, _ in answers[1:])
+        assert len(fragments) >= 3 and all(f != original[a : b + 1]
+                                           for f, (a, b) in zip(fragments, ranges[1:], strict=True))
+        played = init + b"".join(fragments)
+        assert frame_arousal(played) < frame_arousal(original)
+        assert len(origin.seen) == len(ranges)  # nothing fetched whole
+    finally:
+        origin.close()

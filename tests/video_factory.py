@@ -161,6 +161,15 @@ def mp4(content: str = "calm", **kw: object) -> bytes:
     return encode(content, "mp4", "libx264", **kw)  # type: ignore[arg-type]
 
 
+def fragmented_mp4(content: str = "calm", seconds: float = 4.0, fps: int = 25) -> bytes:
+    """One fMP4 file, a `moof`+`mdat` per second: what DASH on-demand reads in byte ranges."""
+    out = io.BytesIO()
+    options = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
+    with av.open(out, "w", format="mp4", options=options) as container:
+        _write(container, content, "libx264", seconds, fps, 160, 90, False, fps, 0.0)
+    return out.getvalue()
+
+
 def mpegts(content: str = "calm", **kw: object) -> bytes:
     return encode(content, "mpegts", "libx264", **kw)  # type: ignore[arg-type]
 

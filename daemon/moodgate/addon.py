@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from mitmproxy.addonmanager import Loader
 from moodgate.config import Settings, load_settings
 from moodgate.engine import Engine, MediaResponse
 from moodgate.judged_copies import JudgedCopy
-from moodgate.media import SNIFF_BYTES, MediaKind, claimed_kind, sniff
+from moodgate.media import SNIFF_BYTES, MediaKind, claimed_kind, segments, sniff
 from moodgate.media.ranges import RangeNotSatisfiable, content_range_total, parse_range
 from moodgate.pipeline import Verdict
 from moodgate.policy import Action, Client
@@ -147,6 +148,8 @@ class Moodgate:
         elif inspect.video and (
             path.endswith(_PROGRESSIVE_VIDEO) or engine.copies.size_of(request.pretty_url)
         ):  # a video file by its name, or known as one from an earlier answer
+            if engine.copies.is_fragmented(request.pretty_url):
+                return  # DASH on-demand: each range is a fragment, judged as it comes
             copy = engine.copies.get(client.viewer, request.pretty_url)
             if copy is not None:
                 flow.metadata[_FROM_COPY] = True
@@ -202,7 +205,7 @@ class Moodgate:
         if flow.metadata.get(_FROM_COPY):
             return
         if response.status_code == 206:
-            self._partial(flow)
+            await self._partial(flow)
             return
         if response.status_code != 200 or response.raw_content is None:
             return
@@ -270,20 +273,40 @@ class Moodgate:
             response.content = text
             _mark_rewritten(response)
 
-    def _partial(self, flow: http.HTTPFlow) -> None:
-        """A fragment of an image that a ranged request still got: the policy's on_error."""
+    async def _partial(self, flow: http.HTTPFlow) -> None:
+        """A 206 fragment. Of an image: the policy's on_error, since a fragment cannot be
+        scored. Of a fragmented MP4 read in ranges (DASH on-demand: the init, then one
+        `moof`+`mdat` per range): judged like a stream's segments. Anything else passes."""
         engine, response = self.engine, flow.response
         assert engine is not None and response is not None
         claimed = claimed_kind(response.headers.get("content-type"))
-        if claimed is None or not claimed.is_image:
-            return  # video seeking, downloads: passed as they are
-        verdict = engine.judge_partial(MediaResponse(
+        if claimed is None:
+            return
+        media = MediaResponse(
             client=_client(flow), host=flow.request.pretty_host,
             path=_path(flow, engine.settings.log_query_strings),
             content_type=response.headers.get("content-type", ""),
             body=response.raw_content or b"", claimed_kind=claimed,
-        ))  # fmt: skip
+        )  # fmt: skip
+        if claimed.is_image:
+            _apply(flow, engine.judge_partial(media), engine.settings.debug_headers)
+            return
+        body = response.get_content(strict=False) or b""
+        if not (claimed.is_video and engine.profile(media.client).inspect.video):
+            return
+        if sniff(body[:SNIFF_BYTES]) is not MediaKind.MP4 or not (
+            segments.is_init_segment(body) or segments.is_media_segment(body)
+        ):
+            return  # a slice of a plain file: passed (its size is noted for the next range)
+        engine.copies.note_fragmented(flow.request.pretty_url)
+        verdict = await engine.judge(replace(media, body=body))
+        sent = response.headers.get("content-range")
         _apply(flow, verdict, engine.settings.debug_headers)
+        if verdict.body is not None and flow.response is response:
+            # The next range is asked at the origin's offsets, so only this answer's own
+            # length changes: the same start, the new body's end.
+            response.headers["accept-ranges"] = "bytes"
+            response.headers["content-range"] = _moved_range(sent, len(verdict.body))
 
 
 _PROGRESSIVE_VIDEO = (".mp4", ".m4v", ".mov", ".webm", ".mkv")
@@ -358,6 +381,14 @@ def _apply(flow: http.HTTPFlow, verdict: Verdict, debug_headers: bool) -> None:
         )
     if debug_headers and flow.response is not None:
         flow.response.headers["x-moodgate"] = debug_header(verdict)
+
+
+def _moved_range(content_range: str | None, length: int) -> str:
+    """`bytes a-b/total` for a body rewritten to `length` bytes: `bytes a-(a+length-1)/total`."""
+    spec = (content_range or "").partition(" ")[2]  # "a-b/total"
+    start, total = spec.partition("-")[0], spec.rpartition("/")[2] or "*"
+    first = int(start) if start.isdigit() else 0
+    return f"bytes {first}-{first + length - 1}/{total}"
 
 
 def _mark_rewritten(response: http.Response) -> None:

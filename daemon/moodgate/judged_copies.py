@@ -35,6 +35,7 @@ class JudgedCopies:
         self.max_sizes = max_sizes
         self._copies: OrderedDict[tuple[str, str], tuple[float, JudgedCopy]] = OrderedDict()
         self._sizes: OrderedDict[str, int] = OrderedDict()
+        self._fragmented: OrderedDict[str, None] = OrderedDict()
         self.held_bytes = 0
 
     @property
@@ -84,6 +85,17 @@ class JudgedCopies:
 
     def size_of(self, url: str) -> int | None:
         return self._sizes.get(url)
+
+    def note_fragmented(self, url: str) -> None:
+        """`url` is one fragmented MP4 read in ranges (DASH on-demand): its ranges are judged
+        one fragment at a time, at the origin's offsets, never from a whole-file copy."""
+        self._fragmented[url] = None
+        self._fragmented.move_to_end(url)
+        while len(self._fragmented) > self.max_sizes:
+            self._fragmented.popitem(last=False)
+
+    def is_fragmented(self, url: str) -> bool:
+        return url in self._fragmented
 
     def _drop(self, key: tuple[str, str]) -> None:
         _, copy = self._copies.pop(key)
