@@ -445,3 +445,24 @@ def test_dash_on_demand_ranges_are_judged_fragment_by_fragment(stack) -> None:
         assert len(origin.seen) == len(ranges)  # nothing fetched whole
     finally:
         origin.close()
+
+
+def test_a_plain_mp4_whose_first_range_holds_its_moov_is_not_taken_for_dash(stack) -> None:
+    """A faststart MP4's first slice has ftyp + moov like a DASH init, but no mvex: it stays a
+    plain file, so its next range is fetched whole and judged."""
+    from moodgate.media import segments
+
+    proxy, _ = stack
+    original = vf.fragmented_mp4("flashing", movflags="faststart")
+    moov = next(b for b in segments.boxes(original) if b.kind == b"moov")
+    origin = RangeOrigin(original)
+    url = origin.url("/faststart.mp4")
+    try:
+        first = f"bytes=0-{moov.start + moov.size + 99}"
+        status, _, body = fetch_range(proxy, "calmkid", url, first)
+        assert status == 206 and body == original[: moov.start + moov.size + 100]
+        status, headers, _ = fetch_range(proxy, "calmkid", url, "bytes=5000-9999")
+        assert origin.seen == [first, None]  # known size, plain file: fetched whole
+        assert status == 206 and headers["x-moodgate"].startswith("calm;")
+    finally:
+        origin.close()

@@ -9,6 +9,7 @@ Two kinds of content at tiny sizes (tests must stay fast on two cores):
 from __future__ import annotations
 
 import io
+import tempfile
 from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -161,13 +162,17 @@ def mp4(content: str = "calm", **kw: object) -> bytes:
     return encode(content, "mp4", "libx264", **kw)  # type: ignore[arg-type]
 
 
-def fragmented_mp4(content: str = "calm", seconds: float = 4.0, fps: int = 25) -> bytes:
-    """One fMP4 file, a `moof`+`mdat` per second: what DASH on-demand reads in byte ranges."""
-    out = io.BytesIO()
-    options = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
-    with av.open(out, "w", format="mp4", options=options) as container:
-        _write(container, content, "libx264", seconds, fps, 160, 90, False, fps, 0.0)
-    return out.getvalue()
+def fragmented_mp4(
+    content: str = "calm", seconds: float = 4.0, fps: int = 25,
+    movflags: str = "frag_keyframe+empty_moov+default_base_moof",
+) -> bytes:
+    """One fMP4 file, a `moof`+`mdat` per second: what DASH on-demand reads in byte ranges.
+    movflags="faststart" gives a plain (unfragmented) MP4 with its moov first instead."""
+    with tempfile.TemporaryDirectory() as folder:  # faststart re-reads the file by its name
+        path = Path(folder) / "out.mp4"
+        with av.open(str(path), "w", format="mp4", options={"movflags": movflags}) as container:
+            _write(container, content, "libx264", seconds, fps, 160, 90, False, fps, 0.0)
+        return path.read_bytes()
 
 
 def mpegts(content: str = "calm", **kw: object) -> bytes:

@@ -294,9 +294,10 @@ class Moodgate:
         body = response.get_content(strict=False) or b""
         if not (claimed.is_video and engine.profile(media.client).inspect.video):
             return
-        if sniff(body[:SNIFF_BYTES]) is not MediaKind.MP4 or not (
-            segments.is_init_segment(body) or segments.is_media_segment(body)
-        ):
+        fragment = segments.is_media_segment(body) or (
+            segments.is_init_segment(body) and segments.init_is_fragmented(body)
+        )  # a plain MP4's first slice holds a moov too, but no mvex
+        if sniff(body[:SNIFF_BYTES]) is not MediaKind.MP4 or not fragment:
             return  # a slice of a plain file: passed (its size is noted for the next range)
         engine.copies.note_fragmented(flow.request.pretty_url)
         verdict = await engine.judge(replace(media, body=body))
