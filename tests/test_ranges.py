@@ -80,3 +80,11 @@ def test_sizes_are_remembered_within_a_bound() -> None:
     copies.note_size("u2", 6)
     copies.note_size("u3", 7)
     assert (copies.size_of("u1"), copies.size_of("u2"), copies.size_of("u3")) == (None, 6, 7)
+
+
+def test_a_copy_judged_under_other_rules_is_not_served() -> None:
+    copies = JudgedCopies(max_bytes=100)
+    copies.put("a", "u", JudgedCopy(b"x" * 10, "video/mp4", True, judged_under=("mia", "day")))
+    assert copies.get("a", "u", ("mia", "day")) is not None
+    assert copies.get("a", "u", ("mia", "bedtime")) is None  # a new window began
+    assert copies.get("a", "u", ("mia", "day")) is None and copies.held_bytes == 0  # dropped

@@ -466,3 +466,32 @@ def test_a_plain_mp4_whose_first_range_holds_its_moov_is_not_taken_for_dash(stac
         assert status == 206 and headers["x-moodgate"].startswith("calm;")
     finally:
         origin.close()
+
+
+def test_a_policy_edit_retires_the_judged_copies(tmp_path, library) -> None:
+    """Seeking after the parents tightened the rules is judged under the new rules, not cut
+    from the copy judged under the old ones."""
+    calming = TWO_CHILDREN.split("  strictkid:")[0] + "default:\n  preset: none\n"
+    blocking = calming.replace(
+        'action: calm\n        target: "arousal <= -0.2"\n        if_unreached: keep',
+        "action: block")  # fmt: skip
+    assert blocking != calming
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(calming)
+    origin = RangeOrigin(library["/flash.mp4"])
+    url = origin.url("/film.mp4")
+    try:
+        with Proxy(tmp_path / "state", policy, extra=EXTRA) as proxy:
+            _, headers, _ = fetch_range(proxy, "calmkid", url, "bytes=0-")
+            assert headers["x-moodgate"].startswith("calm;") and origin.seen == [None]
+            policy.write_text(blocking)
+            deadline = time.monotonic() + 10
+            while True:  # the watcher applies the edit within a second or two
+                _, headers, _ = fetch_range(proxy, "calmkid", url, "bytes=1000-")
+                if headers["x-moodgate"].startswith("block;") or time.monotonic() > deadline:
+                    break
+                time.sleep(0.3)
+            assert headers["x-moodgate"].startswith("block;")
+            assert origin.seen[-1] is None and len(origin.seen) >= 2  # judged again, whole
+    finally:
+        origin.close()

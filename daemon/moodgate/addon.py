@@ -141,7 +141,8 @@ class Moodgate:
             return
         path = _path(flow, with_query=False).lower()
         client = _client(flow)
-        inspect = engine.profile(client).inspect
+        profile = engine.profile(client)
+        inspect = profile.inspect
         asked = request.headers["range"]
         if _asks_for_image(path, request.headers.get("accept", "")):
             wanted = inspect.images
@@ -150,7 +151,7 @@ class Moodgate:
         ):  # a video file by its name, or known as one from an earlier answer
             if engine.copies.is_fragmented(request.pretty_url):
                 return  # DASH on-demand: each range is a fragment, judged as it comes
-            copy = engine.copies.get(client.viewer, request.pretty_url)
+            copy = engine.copies.get(client.viewer, request.pretty_url, profile)
             if copy is not None:
                 flow.metadata[_FROM_COPY] = True
                 flow.response = _ranged(copy, asked, engine.settings.debug_headers)
@@ -245,11 +246,12 @@ class Moodgate:
         if not (path.endswith(_PROGRESSIVE_VIDEO) or flow.metadata.get(_ASKED_RANGE)):
             return  # segments are fetched whole: no one asks for them in ranges
         body = response.get_content(strict=False) or b""
+        client = _client(flow)
         copy = JudgedCopy(
             body, response.headers.get("content-type", kind.mime), verdict.body is not None,
-            response.headers.get("x-moodgate"),
+            response.headers.get("x-moodgate"), judged_under=engine.profile(client),
         )  # fmt: skip
-        if not engine.copies.put(_client(flow).viewer, flow.request.pretty_url, copy):
+        if not engine.copies.put(client.viewer, flow.request.pretty_url, copy):
             return
         response.headers["accept-ranges"] = "bytes"
         asked = flow.metadata.get(_ASKED_RANGE)

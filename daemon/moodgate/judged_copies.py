@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 
@@ -19,6 +19,9 @@ class JudgedCopy:
     content_type: str
     rewritten: bool  # calmed or a placeholder: not the origin's bytes
     debug_header: str | None = None
+    # What it was judged under (the viewer's profile): a copy judged under other rules (a
+    # schedule window that has begun, an edited policy) is not served.
+    judged_under: Hashable = None
 
 
 class JudgedCopies:
@@ -42,12 +45,12 @@ class JudgedCopies:
     def enabled(self) -> bool:
         return self.max_bytes > 0
 
-    def get(self, viewer: str, url: str) -> JudgedCopy | None:
+    def get(self, viewer: str, url: str, judged_under: Hashable = None) -> JudgedCopy | None:
         key = (viewer, url)
         found = self._copies.get(key)
         if found is None:
             return None
-        if self.clock() - found[0] > self.ttl_s:
+        if self.clock() - found[0] > self.ttl_s or found[1].judged_under != judged_under:
             self._drop(key)
             return None
         self._copies.move_to_end(key)
