@@ -19,6 +19,8 @@ from moodgate.pipeline import ImagePipeline
 from moodgate.policy import Client, parse_policy
 from moodgate.runtime import AdaptiveScorer, SliceSelector, SliceTiming, build_ladder, build_scorer
 from moodgate.runtime import build as runtime_build
+from moodgate.runtime.adaptive import LOOP_LAG_SHARE
+from moodgate.runtime.lag import LoopLag
 from runtime_fakes import FakeLoader, FakeSlice, write_manifest
 
 PASS_ALL = "version: 1\ndefault:\n  preset: none\n"
@@ -174,6 +176,39 @@ def test_shedding_is_off_unless_asked() -> None:
     scorer.shed_overload = True
     assert scorer.shed(10_000) and not scorer.shed(1)
     assert scorer.state()["shed"] == 1
+
+
+def test_shedding_when_the_event_loop_falls_behind() -> None:
+    """Late timers with every worker busy mean scoring has taken the cores from the loop."""
+    scorer, _ = adaptive([0])
+    scorer.shed_overload = True
+    budget, workers = scorer.selector.budget_ms, scorer.selector.workers
+    late = budget * LOOP_LAG_SHARE + 1
+    assert scorer.shed(workers, loop_lag_ms=late)
+    assert not scorer.shed(workers - 1, loop_lag_ms=late)  # a blip, workers not all busy
+    assert not scorer.shed(workers, loop_lag_ms=late - 2)
+    assert scorer.state()["loop_lag_ms"] == round(late - 2, 1) and scorer.state()["shed"] == 1
+
+
+def test_loop_lag_sees_a_stalled_loop_and_forgets_it() -> None:
+    lag = LoopLag(interval_s=0.01)
+    lag.observe(0.2)
+    assert lag.lag_ms == 200
+    lag.observe(0.0)
+    assert lag.lag_ms == pytest.approx(160)  # falls by `decay` a tick, not at once
+
+    async def stall() -> float:
+        watcher = LoopLag(interval_s=0.01)
+        watcher.start()
+        await asyncio.sleep(0.05)
+        time.sleep(0.12)  # a worker-starved loop: nothing runs for 120 ms
+        await asyncio.sleep(0.015)
+        seen = watcher.lag_ms
+        watcher.stop()
+        return seen
+
+    assert asyncio.run(stall()) >= 60
+    LoopLag().start()  # no running loop: nothing to watch, and no error
 
 
 def test_engine_sheds_to_on_timeout_when_saturated(

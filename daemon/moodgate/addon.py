@@ -47,8 +47,9 @@ OPTIONS: dict[str, tuple[type, Any, str]] = {
     "moodgate_shed_overload": (
         str,
         "",
-        "on: answer images that even the narrowest slice cannot score within the budget with "
-        "the policy's on_timeout at once; off: queue them; empty: the configured one",
+        "on: answer images that even the narrowest slice cannot score within the budget, or "
+        "that arrive while the event loop runs late with every worker busy, with the "
+        "policy's on_timeout at once; off: queue them; empty: the configured one",
     ),
     "moodgate_video_deadline_ms": (int, 0, "Per-video/segment deadline in ms; 0: configured"),
     "moodgate_debug_headers": (bool, False, "Add an X-Moodgate header to inspected responses"),

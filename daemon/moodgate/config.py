@@ -49,8 +49,9 @@ class Settings:
     video_copies_mb: int = 128
     # p95 added latency per image the slice choice aims for (runtime.py); a router's default.
     latency_budget_ms: float = 150.0
-    # Under overload past what the narrowest slice can carry, apply the policy's on_timeout
-    # at once instead of queueing (off: items queue until deadline_ms, then on_timeout).
+    # Under overload past what the narrowest slice can carry, or while the event loop runs
+    # late with every worker busy, apply the policy's on_timeout at once instead of queueing
+    # (off: items queue until deadline_ms, then on_timeout).
     shed_overload: bool = False
     debug_headers: bool = False
     retention_days: float = 30.0

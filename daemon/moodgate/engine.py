@@ -24,6 +24,7 @@ from moodgate.policy import Action, Client, Policy, PolicyScheduler, PolicyWatch
 from moodgate.record.store import DecisionRow, DecisionStore
 from moodgate.review.service import ReviewService
 from moodgate.runtime import AdaptiveScorer, build_scorer
+from moodgate.runtime.lag import LoopLag
 from moodgate.service import kv_line
 from moodgate.video_pipeline import VideoPipeline, VideoRequest, VideoSettings, VideoVerdict
 
@@ -56,6 +57,7 @@ class Engine:
         )
         self.video = VideoPipeline(self.scorer, self.pipeline.calmer, video_settings(settings))
         self.copies = JudgedCopies(settings.video_copies_mb * 1024 * 1024)
+        self.lag = LoopLag()
         self.scheduler = PolicyScheduler()
         self.policy = PolicyWatcher(
             settings.policy,
@@ -78,6 +80,9 @@ class Engine:
         self.scorer_fallback = settings.scorer == "auto" and self.scorer.name == "heuristic"
 
     def start(self) -> None:
+        """From mitmproxy's event loop (the `running` hook)."""
+        if self.adaptive is not None and self.adaptive.shed_overload:
+            self.lag.start()
         self.store.start()
         self.policy.start()
         self.scheduler.set_policy(self.policy.current)
@@ -101,6 +106,7 @@ class Engine:
         return removed
 
     def stop(self) -> None:
+        self.lag.stop()
         self.review.stop()
         self.scheduler.shutdown()
         self.policy.stop()
@@ -145,7 +151,7 @@ class Engine:
         loop = asyncio.get_running_loop()
         self.in_flight += 1
         try:
-            if self.adaptive is not None and self.adaptive.shed(self.in_flight):
+            if self.adaptive is not None and self.adaptive.shed(self.in_flight, self.lag.lag_ms):
                 raise TimeoutError("shed: even the narrowest slice would miss the latency budget")
             future = loop.run_in_executor(
                 self.executor, self._work, body, profile, response.host, response.claimed_kind, key

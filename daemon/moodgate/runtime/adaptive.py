@@ -21,6 +21,9 @@ from moodgate.runtime.selector import SliceSelector
 if TYPE_CHECKING:
     from moodgate.pipeline import Verdict
 
+# Shed when the event loop runs later than this share of the latency budget.
+LOOP_LAG_SHARE = 1 / 6
+
 
 class AdaptiveScorer:
     """Implements the Scorer protocol; its name/width/precision are those of the current slice."""
@@ -40,6 +43,7 @@ class AdaptiveScorer:
         self.in_flight = in_flight
         self.shed_overload = shed_overload
         self.shed_count = 0
+        self.loop_lag_ms = 0.0
         self._lock = threading.Lock()
         self._model_time = threading.local()  # per worker: ms in the slice for its item
 
@@ -71,12 +75,18 @@ class AdaptiveScorer:
         self._model_time.ms = 0.0
         return _Timed(self.slices[rung.key], self._model_time)
 
-    def shed(self, in_flight: int) -> bool:
-        """Whether to skip scoring an arriving item (only when shedding is switched on)."""
+    def shed(self, in_flight: int, loop_lag_ms: float = 0.0) -> bool:
+        """Whether to skip scoring an arriving item (only when shedding is switched on): the
+        narrowest slice would still miss the budget, or the event loop itself runs late (the
+        workers have taken the cores; more scoring would delay every request)."""
         if not self.shed_overload:
             return False
         with self._lock:
-            if self.selector.saturated(in_flight):
+            self.loop_lag_ms = loop_lag_ms
+            # Late with every worker busy: scoring is what holds the loop up, not a blip.
+            busy = in_flight >= self.selector.workers
+            late = busy and loop_lag_ms > self.selector.budget_ms * LOOP_LAG_SHARE
+            if late or self.selector.saturated(in_flight):
                 self.shed_count += 1
                 return True
         return False
@@ -98,7 +108,8 @@ class AdaptiveScorer:
 
     def state(self) -> dict[str, Any]:
         with self._lock:
-            return {**self.selector.state(), "shed": self.shed_count}
+            return {**self.selector.state(), "shed": self.shed_count,
+                    "loop_lag_ms": round(self.loop_lag_ms, 1)}  # fmt: skip
 
 
 class _Timed:
