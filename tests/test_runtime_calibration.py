@@ -149,7 +149,10 @@ def test_status_lines_show_the_choice_and_the_slice_in_use(tmp_path: Path) -> No
     assert summary["chosen"] == [0.5, "int8"] and summary["current"] == [0.25, "int8"]
     assert summary["selector"] is None
     report["extra"] = {"selector": {"current": "w0.25/int8", "rate_per_s": 41.5, "slowdown": 1.4,
-                                    "switches": 3, "hold_s": 4.0, "shed": 0}}  # fmt: skip
+                                    "switches": 3, "hold_s": 4.0, "shed": 0,
+                                    "loop_lag_ms": 31.5}}  # fmt: skip
     assert runtime_status(tmp_path, 20.0, report)["selector"]["switches"] == 3
+    last = runtime_status_lines(tmp_path, 20.0, report)[-1]
     assert "load now: on w0.25/int8, 41.5 items/s, 1.4x the calibrated time, 3 slice switches" \
-        in runtime_status_lines(tmp_path, 20.0, report)[-1]
+        in last
+    assert last.endswith("0 shed, event loop 31.5 ms late")

@@ -57,7 +57,8 @@ def runtime_status_lines(
             f"load now: on {selector.get('current')}, {selector.get('rate_per_s', 0):g} items/s, "
             f"{selector.get('slowdown', 1):g}x the calibrated time, "
             f"{selector.get('switches', 0)} slice switches since start, "
-            f"climb hold {selector.get('hold_s', 0):g} s, {selector.get('shed', 0)} shed"
+            f"climb hold {selector.get('hold_s', 0):g} s, {selector.get('shed', 0)} shed, "
+            f"event loop {selector.get('loop_lag_ms', 0):g} ms late"
         )
     return lines
 
