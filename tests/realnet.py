@@ -105,12 +105,14 @@ class Origin:
 
     def __init__(self, routes: dict[str, Route], tls: tuple[Path, Path] | None = None) -> None:
         self.routes = routes
+        self.headers_seen: list[dict[str, str]] = []  # each request's headers, lower-cased
         origin = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:
+                origin.headers_seen.append({k.lower(): v for k, v in self.headers.items()})
                 route = origin.routes.get(self.path.split("?", 1)[0])
                 if route is None:
                     self.send_error(404)

@@ -177,3 +177,17 @@ def test_truncated_avif_raises_media_error(media) -> None:
     with pytest.raises(MediaError) as caught:
         frames_for_scoring(data[: len(data) // 2])
     assert caught.value.reason == "corrupt"
+
+
+def test_formats_without_a_decoder() -> None:
+    from moodgate.media.sniff import accept_decodable, undecodable_image
+
+    assert undecodable_image(b"\xff\x0a\xfa", None) == "jpeg-xl"
+    assert undecodable_image(b"\x00\x00\x00\x0cJXL \r\n\x87\n", None) == "jpeg-xl"
+    assert undecodable_image(b"\x00\x00\x00\x0cjP  \r\n\x87\n", None) == "jpeg-2000"
+    assert undecodable_image(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", None) == "heic"
+    assert undecodable_image(b"", "image/heif; q=1") == "heif"
+    assert undecodable_image(b"\xff\xd8\xff", "image/jpeg") is None
+    assert undecodable_image(b"<svg", "image/svg+xml") is None  # vector: not a raster format
+    assert accept_decodable("text/html,*/*;q=0.8") == "text/html,*/*;q=0.8"
+    assert accept_decodable("image/jxl, image/webp;q=0.9") == "image/webp;q=0.9,image/jxl;q=0"

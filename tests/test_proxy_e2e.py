@@ -70,6 +70,9 @@ def routes_for(media: dict[str, bytes]) -> dict[str, Route]:
     routes["/empty.jpg"] = Route(b"", "image/jpeg")
     routes["/page.html"] = Route(b"<!doctype html><p>hello</p>", "text/html")
     routes["/octet-stream"] = Route(media["vivid.jpg"], "application/octet-stream")
+    jxl = b"\xff\x0a" + bytes(range(256)) * 40  # a JPEG XL codestream's signature, then noise
+    routes["/photo.jxl"] = Route(jxl, "image/jxl")
+    routes["/photo-untyped"] = Route(jxl, "application/octet-stream")
     for name, (content_type, text) in inline_pages(media).items():
         routes[name] = Route(text, content_type, encoding="gzip" if name.endswith(".js") else None)
     return routes
@@ -376,3 +379,23 @@ def test_a_page_whose_inlined_images_pass_is_byte_identical(stack, media) -> Non
     got = fetch_as(proxy, "strictkid", origin.url("/calm-only.html"))
     assert got.body == inline_pages(media)["/calm-only.html"][1]
     assert got.header("cache-control") is None
+
+
+def test_formats_without_a_decoder_are_turned_down_and_get_on_error(stack, media) -> None:
+    """Safari offers JPEG XL and HEIC; servers that negotiate get told no, and one that sends
+    such an image anyway gets the policy's on_error, like a corrupt one."""
+    proxy, _, origin = stack
+    safari = ("image/webp,image/avif,image/jxl,image/heic,image/heic-sequence,video/*;q=0.8,"
+              "image/png,image/svg+xml,image/*;q=0.8,*/*;q=0.5")  # fmt: skip
+    fetch_as(proxy, "calmkid", origin.url("/calm.jpg"), {"Accept": safari})
+    sent = origin.headers_seen[-1]["accept"]
+    assert "image/jxl;q=0" in sent and "image/heic;q=0" in sent and "image/heic," not in sent
+    assert sent.startswith("image/webp,image/avif,video/*;q=0.8,image/png")
+    for path in ("/photo.jxl", "/photo-untyped"):
+        blocked = fetch_as(proxy, "strictkid", origin.url(path))
+        assert blocked.status == 403 and blocked.header("x-moodgate").startswith("block;")
+        row = last_row_for(proxy, path, "strictkid")
+        assert (row["outcome"], row["rule"]) == ("error", "strictkid/on_error")
+        assert row["error"].startswith("jpeg-xl")
+        passed = fetch_as(proxy, "calmkid", origin.url(path))
+        assert passed.status == 200 and passed.body.startswith(b"\xff\x0a")

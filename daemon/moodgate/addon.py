@@ -23,6 +23,7 @@ from moodgate.engine import Engine, MediaResponse
 from moodgate.judged_copies import JudgedCopy
 from moodgate.media import SNIFF_BYTES, MediaKind, claimed_kind, segments, sniff
 from moodgate.media.ranges import RangeNotSatisfiable, content_range_total, parse_range
+from moodgate.media.sniff import accept_decodable, undecodable_image
 from moodgate.pipeline import Verdict
 from moodgate.policy import Action, Client
 
@@ -125,7 +126,10 @@ class Moodgate:
             self.engine = None
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        """A ranged answer (206) is a fragment, and a fragment cannot be judged.
+        """Image formats no decoder here reads (JPEG XL, HEIC, JPEG 2000) are turned down in
+        `Accept`, so servers that negotiate send one that can be judged.
+
+        A ranged answer (206) is a fragment, and a fragment cannot be judged.
 
         - A ranged request for an image asks for the whole file instead (a server may always
           answer 200, and clients accept it).
@@ -138,7 +142,13 @@ class Moodgate:
           its URL has no video extension.
         """
         engine, request = self.engine, flow.request
-        if engine is None or "range" not in request.headers or request.method != "GET":
+        if engine is None:
+            return
+        accept = request.headers.get("accept", "")
+        decodable = accept_decodable(accept)
+        if decodable != accept and engine.profile(_client(flow)).inspect.images:
+            request.headers["accept"] = decodable
+        if "range" not in request.headers or request.method != "GET":
             return
         path = _path(flow, with_query=False).lower()
         client = _client(flow)
@@ -192,11 +202,7 @@ class Moodgate:
         response.stream = True
         reason = "video-not-inspected" if not inspect.video else (
             "too-large" if size is not None else "unknown-size")  # fmt: skip
-        verdict = engine.record_streamed(MediaResponse(
-            client=client, host=flow.request.pretty_host,
-            path=_path(flow, engine.settings.log_query_strings),
-            content_type=response.headers.get("content-type", ""), body=b"", claimed_kind=claimed,
-        ), reason)  # fmt: skip
+        verdict = engine.record_streamed(self._media(flow, b"", claimed), reason)
         if engine.settings.debug_headers:
             response.headers["x-moodgate"] = debug_header(verdict)
 
@@ -218,18 +224,15 @@ class Moodgate:
             body = b""
         kind = sniff(body[:SNIFF_BYTES])
         if not _is_media(kind) and not _is_media(claimed):
+            unreadable = undecodable_image(body[:SNIFF_BYTES], response.headers.get("content-type"))
+            if unreadable is not None:  # sent anyway: the policy's on_error decides
+                _apply(flow, engine.judge_unreadable(
+                    self._media(flow, body, None), f"{unreadable}: no decoder for this format",
+                ), engine.settings.debug_headers)  # fmt: skip
+                return
             await self._inline(flow, body)  # pages, scripts, SVG: only their inlined images
             return
-        verdict = await engine.judge(
-            MediaResponse(
-                client=_client(flow),
-                host=flow.request.pretty_host,
-                path=_path(flow, engine.settings.log_query_strings),
-                content_type=response.headers.get("content-type", ""),
-                body=body,
-                claimed_kind=claimed,
-            )
-        )
+        verdict = await engine.judge(self._media(flow, body, claimed))
         _apply(flow, verdict, engine.settings.debug_headers)
         self._keep_copy(flow, verdict)
 
@@ -267,14 +270,21 @@ class Moodgate:
             return
         if b"data:image/" not in body:
             return
-        text = await engine.judge_inline(MediaResponse(
-            client=_client(flow), host=flow.request.pretty_host,
-            path=_path(flow, engine.settings.log_query_strings),
-            content_type=response.headers.get("content-type", ""), body=body,
-        ))  # fmt: skip
+        text = await engine.judge_inline(self._media(flow, body, None))
         if text is not None:
             response.content = text
             _mark_rewritten(response)
+
+    def _media(self, flow: http.HTTPFlow, body: bytes, claimed: MediaKind | None) -> MediaResponse:
+        """What the engine needs of a response: who, where, what it claims, the body."""
+        engine, response = self.engine, flow.response
+        assert engine is not None and response is not None
+        return MediaResponse(
+            client=_client(flow), host=flow.request.pretty_host,
+            path=_path(flow, engine.settings.log_query_strings),
+            content_type=response.headers.get("content-type", ""), body=body,
+            claimed_kind=claimed,
+        )  # fmt: skip
 
     async def _partial(self, flow: http.HTTPFlow) -> None:
         """A 206 fragment. Of an image: the policy's on_error, since a fragment cannot be
@@ -285,14 +295,10 @@ class Moodgate:
         claimed = claimed_kind(response.headers.get("content-type"))
         if claimed is None:
             return
-        media = MediaResponse(
-            client=_client(flow), host=flow.request.pretty_host,
-            path=_path(flow, engine.settings.log_query_strings),
-            content_type=response.headers.get("content-type", ""),
-            body=response.raw_content or b"", claimed_kind=claimed,
-        )  # fmt: skip
+        media = self._media(flow, response.raw_content or b"", claimed)
         if claimed.is_image:
-            _apply(flow, engine.judge_partial(media), engine.settings.debug_headers)
+            reason = "partial content (206): a fragment of an image cannot be judged"
+            _apply(flow, engine.judge_unreadable(media, reason), engine.settings.debug_headers)
             return
         body = response.get_content(strict=False) or b""
         if not (claimed.is_video and engine.profile(media.client).inspect.video):

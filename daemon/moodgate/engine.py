@@ -270,21 +270,19 @@ class Engine:
         changed = {image: v.body for image, v in judged if v.body is not None}
         return (replace_inline_images(text, changed) if changed else None), judged
 
-    def judge_partial(self, response: MediaResponse) -> Verdict:
-        """A 206 fragment of an image cannot be scored: on_error, and no placeholder (a
-        blocked fragment is answered 403; a placeholder would not fit its Content-Range)."""
+    def judge_unreadable(self, response: MediaResponse, reason: str) -> Verdict:
+        """An image that cannot be scored (a 206 fragment, a format no decoder here reads):
+        the host lists, then on_error. No placeholder: a blocked one is answered 403 (a
+        placeholder would not fit a fragment's Content-Range, nor a format not made here)."""
         profile = self.profile(response.client)
         forced = profile.for_host(response.host)
         kind = response.claimed_kind
         if forced is not None:
             verdict = Verdict(forced.action, forced.rule, "host-list", kind=kind)
-        elif not profile.inspect.images and kind is not None:
+        elif not profile.inspect.images:
             verdict = ImagePipeline.not_inspected(profile, kind)
         else:
-            verdict = self.pipeline.fallback(
-                profile, "error", "partial content (206): a fragment of an image cannot be judged",
-                None,
-            )  # fmt: skip
+            verdict = self.pipeline.fallback(profile, "error", reason, None)
             verdict.kind = kind
         self.record(response, profile, verdict, 0.0)
         return verdict

@@ -215,7 +215,7 @@ class ImagePipeline:
         return Verdict(Action.BLOCK, rule, outcome, body=body, kind=kind, info=info, error=error)
 
     @staticmethod
-    def not_inspected(profile: Profile, kind: MediaKind) -> Verdict:
+    def not_inspected(profile: Profile, kind: MediaKind | None) -> Verdict:
         """`inspect: {images: false}`: passed unscored, but still on the record."""
         return Verdict(Action.PASS, f"{profile.child}/images-not-inspected", "skipped", kind=kind)
 

@@ -108,3 +108,36 @@ def claimed_kind(content_type: str | None) -> MediaKind | None:
     if not content_type:
         return None
     return _CLAIMED.get(content_type.split(";", 1)[0].strip().lower())
+
+
+# Raster formats a browser may be sent that no decoder here reads. Safari 17+ offers the first
+# two in its Accept header, and image CDNs negotiate on it.
+UNDECODABLE_IMAGE_TYPES = {
+    "image/jxl": "jpeg-xl",
+    "image/heic": "heic", "image/heic-sequence": "heic",
+    "image/heif": "heif", "image/heif-sequence": "heif",
+    "image/jp2": "jpeg-2000", "image/jpx": "jpeg-2000", "image/jpm": "jpeg-2000",
+}  # fmt: skip
+
+
+def undecodable_image(head: bytes, content_type: str | None) -> str | None:
+    """The format of an image that moodgate cannot decode, by magic bytes or Content-Type."""
+    if head.startswith(b"\xff\x0a") or head.startswith(b"\x00\x00\x00\x0cJXL \r\n\x87\n"):
+        return "jpeg-xl"
+    if head.startswith(b"\x00\x00\x00\x0cjP  \r\n\x87\n"):
+        return "jpeg-2000"
+    if head[4:8] == b"ftyp" and _ftyp_brands(head) & {b"heic", b"heix", b"heim", b"heis"}:
+        return "heic"
+    return UNDECODABLE_IMAGE_TYPES.get((content_type or "").split(";", 1)[0].strip().lower())
+
+
+def accept_decodable(accept: str) -> str:
+    """An Accept header that turns down the image formats no decoder here reads, so that a
+    server negotiating on it sends one moodgate can judge instead."""
+    kept, refused = [], []
+    for entry in accept.split(","):
+        media_type = entry.split(";", 1)[0].strip().lower()
+        (refused if media_type in UNDECODABLE_IMAGE_TYPES else kept).append(entry.strip())
+    if not refused:
+        return accept
+    return ",".join([*kept, *(f"{e.split(';', 1)[0].strip()};q=0" for e in refused)])
