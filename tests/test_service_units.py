@@ -208,7 +208,8 @@ def test_status_report_reads_snapshot_and_flags_staleness(tmp_path: Path) -> Non
         "policy": "/etc/moodgate/policy.yaml", "policy_ok": True, "policy_error": None,
         "policy_loaded_at": None, "in_flight": 0, "db_backlog": 3, "db_dropped": 0,
         "db_error": "OperationalError: database is locked", "decisions": 3, "version": 1,
-        "extra": {"video_copies": {"files": 2, "held_mb": 7.5, "max_mb": 128.0}},
+        "extra": {"video_copies": {"files": 2, "held_mb": 7.5, "max_mb": 128.0},
+                  "pinned_apps": {"hosts": 2, "devices": 1, "refusing_devices": ["10.0.0.9"]}},
     }  # fmt: skip
     write_atomic(tmp_path / STATUS_FILE, snapshot)
     report = StatusReport(tmp_path, tmp_path / "decisions.sqlite").collect()
@@ -217,6 +218,8 @@ def test_status_report_reads_snapshot_and_flags_staleness(tmp_path: Path) -> Non
     text = "\n".join(format_report(report))
     assert "NOT RUNNING" in text and "FALLBACK" in text and "database is locked" in text
     assert "video copies: 2 files, 7.5 of 128 MiB held" in text
+    assert "pinned apps: 2 hosts passed through uninspected on 1 devices; refusing moodgate's" \
+        " certificate everywhere (CA removed?): 10.0.0.9" in text
 
 
 # -- install-service -----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 if __package__ in (None, ""):  # loaded by `mitmdump -s` from a source checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import ctx, exceptions, http, tls
 from mitmproxy.addonmanager import Loader
 
 from moodgate.config import Settings, load_settings
@@ -26,6 +26,7 @@ from moodgate.media.ranges import RangeNotSatisfiable, content_range_total, pars
 from moodgate.media.sniff import accept_decodable, undecodable_image
 from moodgate.pipeline import Verdict
 from moodgate.policy import Action, Client
+from moodgate.service import kv_line
 
 log = logging.getLogger("moodgate")
 
@@ -124,6 +125,28 @@ class Moodgate:
         if self.engine is not None:
             self.engine.stop()
             self.engine = None
+
+    def tls_established_client(self, data: tls.TlsData) -> None:
+        """The device took moodgate's certificate: its CA is installed."""
+        peer = data.context.client.peername
+        if self.engine is not None and peer:
+            self.engine.pinned.trusted(peer[0])
+
+    def tls_failed_client(self, data: tls.TlsData) -> None:
+        """A device that trusts the CA refused the certificate for this host: an app that
+        pins its own. Learnt, so that its next connections pass through (pinning.py)."""
+        engine, peer, host = self.engine, data.context.client.peername, data.conn.sni
+        if engine is None or not engine.settings.pass_pinned_apps or not peer or not host:
+            return
+        outcome = engine.pinned.refused(peer[0], host)
+        log.info(kv_line("pinned-app", device=peer[0], host=host, outcome=outcome))
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        engine, peer, host = self.engine, data.context.client.peername, data.client_hello.sni
+        if engine is None or not engine.settings.pass_pinned_apps or not peer or not host:
+            return
+        if engine.pinned.passes(peer[0], host):
+            data.ignore_connection = True  # a plain tunnel: the app talks to its server
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         """Image formats no decoder here reads (JPEG XL, HEIC, JPEG 2000) are turned down in

@@ -62,6 +62,9 @@ class Settings:
     # The parents' review page (LAN only); empty or "off" disables it.
     review_listen: str | None = "127.0.0.1:8081"
     review_thumbnails: bool = True  # keep ≤128 px thumbnails of calmed and blocked items
+    # Apps that pin their own certificate: pass their hosts through uninspected once refused
+    # (per device, only on devices that trust the CA; pinning.py). No: such apps fail.
+    pass_pinned_apps: bool = True
     # Listening on a public address needs both (see security.py); proxyauth is mitmproxy's
     # option ("@/etc/moodgate/htpasswd", "user:pass"), and its user name picks the child.
     allow_public: bool = False

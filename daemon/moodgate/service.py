@@ -266,5 +266,6 @@ class ServiceHooks:
             extra={
                 **({"selector": engine.adaptive.state()} if engine.adaptive is not None else {}),
                 "video_copies": engine.copies.state(),
+                "pinned_apps": engine.pinned.state(),
             },
         )

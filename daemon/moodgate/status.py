@@ -196,6 +196,14 @@ def format_report(report: dict[str, Any]) -> list[str]:
     if copies:  # judged video files kept for players' ranged requests
         lines.insert(-2, f"video copies: {copies['files']} files, "
                          f"{copies['held_mb']:g} of {copies['max_mb']:g} MiB held")  # fmt: skip
+    pinned = (report.get("extra") or {}).get("pinned_apps")
+    if pinned and (pinned.get("hosts") or pinned.get("refusing_devices")):
+        line = (f"pinned apps: {pinned['hosts']} hosts passed through uninspected "
+                f"on {pinned['devices']} devices")  # fmt: skip
+        if pinned.get("refusing_devices"):
+            refusing = ", ".join(pinned["refusing_devices"])
+            line += f"; refusing moodgate's certificate everywhere (CA removed?): {refusing}"
+        lines.insert(-2, line)
     return lines
 
 
