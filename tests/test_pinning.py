@@ -3,6 +3,8 @@ learnt from a device that does not trust moodgate's CA or refuses it everywhere.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import ssl
 import time
 import urllib.error
@@ -57,6 +59,19 @@ def pinned_app(proxy: Proxy, origin_ca: Path) -> urllib.request.OpenerDirector:
                                        urllib.request.HTTPSHandler(context=context))
 
 
+def abandon_handshake(port: int, target: str) -> None:
+    """What a browser does with a spare connection: CONNECT, a ClientHello, then gone."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        raw.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+        assert b" 200 " in raw.recv(4096)
+        tls = ssl.create_default_context().wrap_socket(
+            raw, server_hostname=target.split(":")[0], do_handshake_on_connect=False)
+        tls.setblocking(False)
+        with contextlib.suppress(ssl.SSLWantReadError):
+            tls.do_handshake()  # the ClientHello goes out; the answer is never read
+        time.sleep(0.2)
+
+
 def wait_for(proxy: Proxy, text: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while text not in proxy.log():
@@ -84,6 +99,9 @@ def test_a_pinning_app_works_from_its_second_connection(
         url = f"https://localhost:{origin.port}/vivid.jpg"
         # A browser with the CA installed: inspected, the picture blocked.
         assert proxy.fetch(url).header("x-moodgate").startswith("block;")
+        abandon_handshake(proxy.port, f"localhost:{origin.port}")
+        time.sleep(0.5)
+        assert "pinned-app" not in proxy.log()  # a dropped connection is not a refusal
         app = pinned_app(proxy, origin_tls[0])
         with pytest.raises(urllib.error.URLError):  # moodgate's certificate: refused
             app.open(url, timeout=15)

@@ -138,6 +138,8 @@ class Moodgate:
         engine, peer, host = self.engine, data.context.client.peername, data.conn.sni
         if engine is None or not engine.settings.pass_pinned_apps or not peer or not host:
             return
+        if not (data.conn.error or "").startswith("The client does not trust the proxy's"):
+            return  # a handshake given up (a browser's spare connection): not a refusal
         outcome = engine.pinned.refused(peer[0], host)
         log.info(kv_line("pinned-app", device=peer[0], host=host, outcome=outcome))
 
