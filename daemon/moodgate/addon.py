@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -126,100 +125,35 @@ class Moodgate:
             self.engine.stop()
             self.engine = None
 
-    def tls_established_client(self, data: tls.TlsData) -> None:
-        """The device took moodgate's certificate: its CA is installed."""
-        peer = data.context.client.peername
-        if self.engine is not None and peer:
-            self.engine.pinned.trusted(peer[0])
-
-    def tls_failed_client(self, data: tls.TlsData) -> None:
-        """A device that trusts the CA refused the certificate for this host: an app that
-        pins its own. Learnt, so that its next connections pass through (pinning.py)."""
-        engine, peer, host = self.engine, data.context.client.peername, data.conn.sni
-        if engine is None or not engine.settings.pass_pinned_apps or not peer or not host:
-            return
-        if not (data.conn.error or "").startswith("The client does not trust the proxy's"):
-            return  # a handshake given up (a browser's spare connection): not a refusal
-        outcome = engine.pinned.refused(peer[0], host)
-        log.info(kv_line("pinned-app", device=peer[0], host=host, outcome=outcome))
-
-    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
-        engine, peer, host = self.engine, data.context.client.peername, data.client_hello.sni
-        if engine is None or not engine.settings.pass_pinned_apps or not peer or not host:
-            return
-        if engine.pinned.passes(peer[0], host):
-            data.ignore_connection = True  # a plain tunnel: the app talks to its server
-
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         """Image formats no decoder here reads (JPEG XL, HEIC, JPEG 2000) are turned down in
-        `Accept`, so servers that negotiate send one that can be judged.
-
-        A ranged answer (206) is a fragment, and a fragment cannot be judged.
-
-        - A ranged request for an image asks for the whole file instead (a server may always
-          answer 200, and clients accept it).
-        - A ranged request for a progressive video file is answered from the judged copy when
-          there is one. Otherwise, when the file is known to be small enough to judge (or the
-          player opens it with `bytes=0-`), the whole file is fetched and judged, and the
-          range is cut from the judged copy in `response`.
-        - Other ranges (a file of unknown or too large size) pass as they are; a video 206
-          answer tells the file's size for next time, and that it is a video file even when
-          its URL has no video extension.
-        """
+        `Accept`, so servers that negotiate send one that can be judged. A ranged request for
+        an image asks for the whole file instead: a 206 fragment cannot be judged, a server
+        may always answer 200, and clients accept it."""
         engine, request = self.engine, flow.request
         if engine is None:
             return
         accept = request.headers.get("accept", "")
         decodable = accept_decodable(accept)
-        if decodable != accept and engine.profile(_client(flow)).inspect.images:
+        inspect = engine.profile(_client(flow)).inspect
+        if decodable != accept and inspect.images:
             request.headers["accept"] = decodable
         if "range" not in request.headers or request.method != "GET":
             return
-        path = _path(flow, with_query=False).lower()
-        client = _client(flow)
-        profile = engine.profile(client)
-        inspect = profile.inspect
-        asked = request.headers["range"]
-        if _asks_for_image(path, request.headers.get("accept", "")):
-            wanted = inspect.images
-        elif inspect.video and (
-            path.endswith(_PROGRESSIVE_VIDEO) or engine.copies.size_of(request.pretty_url)
-        ):  # a video file by its name, or known as one from an earlier answer
-            if engine.copies.is_fragmented(request.pretty_url):
-                return  # DASH on-demand: each range is a fragment, judged as it comes
-            copy = engine.copies.get(client.viewer, request.pretty_url, profile)
-            if copy is not None:
-                flow.metadata[_FROM_COPY] = True
-                flow.response = _ranged(copy, asked, engine.settings.debug_headers)
-                return
-            size = engine.copies.size_of(request.pretty_url)
-            small = size is not None and size <= inspect.max_video_bytes
-            wanted = asked.replace(" ", "") == "bytes=0-" or (small and engine.copies.fits(size))
-            if wanted:
-                flow.metadata[_ASKED_RANGE] = asked
-        else:
-            wanted = False
-        if wanted:
-            request.headers.pop("range", None)
-            request.headers.pop("if-range", None)
+        if inspect.images and _asks_for_image(_path(flow, with_query=False).lower(), accept):
+            _drop_range(request)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         """Video too large to buffer (or of unknown size) is streamed through and passed."""
         engine, response = self.engine, flow.response
         if engine is None or response is None or flow.metadata.get(_FROM_COPY):
             return
+        if response.status_code != 200 or flow.request.method == "HEAD":
+            return
         claimed = claimed_kind(response.headers.get("content-type"))
-        if claimed is None or not claimed.is_video or flow.request.method == "HEAD":
+        if claimed is None or not claimed.is_video:
             return
-        if response.status_code == 206:  # its full length decides how the next range is met
-            total = content_range_total(response.headers.get("content-range"))
-            if total is not None:
-                engine.copies.note_size(flow.request.pretty_url, total)
-            return
-        if response.status_code != 200:
-            return
-        client = _client(flow)
-        inspect = engine.profile(client).inspect
+        inspect = engine.profile(_client(flow)).inspect
         length = response.headers.get("content-length", "")
         size = int(length) if length.isdigit() else None
         if inspect.video and size is not None and size <= inspect.max_video_bytes:
@@ -227,7 +161,7 @@ class Moodgate:
         response.stream = True
         reason = "video-not-inspected" if not inspect.video else (
             "too-large" if size is not None else "unknown-size")  # fmt: skip
-        verdict = engine.record_streamed(self._media(flow, b"", claimed), reason)
+        verdict = engine.record_streamed(self.media(flow, b"", claimed), reason)
         if engine.settings.debug_headers:
             response.headers["x-moodgate"] = debug_header(verdict)
 
@@ -238,7 +172,7 @@ class Moodgate:
         if flow.metadata.get(_FROM_COPY):
             return
         if response.status_code == 206:
-            await self._partial(flow)
+            self._image_fragment(flow)  # video fragments: VideoRanges
             return
         if response.status_code != 200 or response.raw_content is None:
             return
@@ -252,19 +186,119 @@ class Moodgate:
             unreadable = undecodable_image(body[:SNIFF_BYTES], response.headers.get("content-type"))
             if unreadable is not None:  # sent anyway: the policy's on_error decides
                 _apply(flow, engine.judge_unreadable(
-                    self._media(flow, body, None), f"{unreadable}: no decoder for this format",
+                    self.media(flow, body, None), f"{unreadable}: no decoder for this format",
                 ), engine.settings.debug_headers)  # fmt: skip
                 return
             await self._inline(flow, body)  # pages, scripts, SVG: only their inlined images
             return
-        verdict = await engine.judge(self._media(flow, body, claimed))
+        verdict = await engine.judge(self.media(flow, body, claimed))
         _apply(flow, verdict, engine.settings.debug_headers)
-        self._keep_copy(flow, verdict)
+        flow.metadata[VERDICT] = verdict
+
+    async def _inline(self, flow: http.HTTPFlow, body: bytes) -> None:
+        engine, response = self.engine, flow.response
+        assert engine is not None and response is not None
+        content_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if content_type not in _INLINE_TYPES or len(body) > _INLINE_MAX_BYTES:
+            return
+        if b"data:image/" not in body:
+            return
+        text = await engine.judge_inline(self.media(flow, body, None))
+        if text is not None:
+            response.content = text
+            _mark_rewritten(response)
+
+    def _image_fragment(self, flow: http.HTTPFlow) -> None:
+        """A 206 fragment of an image cannot be scored: the policy's on_error."""
+        engine, response = self.engine, flow.response
+        assert engine is not None and response is not None
+        claimed = claimed_kind(response.headers.get("content-type"))
+        if claimed is None or not claimed.is_image:
+            return
+        reason = "partial content (206): a fragment of an image cannot be judged"
+        media = self.media(flow, response.raw_content or b"", claimed)
+        _apply(flow, engine.judge_unreadable(media, reason), engine.settings.debug_headers)
+
+    def media(self, flow: http.HTTPFlow, body: bytes, claimed: MediaKind | None) -> MediaResponse:
+        """What the engine needs of a response: who, where, what it claims, the body."""
+        engine, response = self.engine, flow.response
+        assert engine is not None and response is not None
+        return MediaResponse(
+            client=_client(flow), host=flow.request.pretty_host,
+            path=_path(flow, engine.settings.log_query_strings),
+            content_type=response.headers.get("content-type", ""), body=body,
+            claimed_kind=claimed,
+        )  # fmt: skip
+
+
+class VideoRanges:
+    """Players read progressive video in ranges (Safari only ever does; seeking does in every
+    browser), and a 206 fragment cannot be judged. So:
+
+    - a ranged request is answered from the judged copy of the file when there is one;
+    - otherwise, when the file is known to be small enough to judge (or the player opens it
+      with `bytes=0-`), the whole file is fetched, judged (by Moodgate) and kept, and the
+      range is cut from the judged copy;
+    - a fragmented MP4 read in ranges (DASH on-demand) is judged one fragment at a time, at
+      the manifest's offsets;
+    - other ranges (a file of unknown or too large size) pass as they are; a video 206 answer
+      tells the file's size for next time, and that it is a video even without a video
+      extension.
+    """
+
+    def __init__(self, core: Moodgate) -> None:
+        self.core = core
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        engine, request = self.core.engine, flow.request
+        if engine is None or "range" not in request.headers or request.method != "GET":
+            return
+        url, path = request.pretty_url, _path(flow, with_query=False).lower()
+        if not (path.endswith(_PROGRESSIVE_VIDEO) or engine.copies.size_of(url)):
+            return  # not a video file by its name, nor known as one from an earlier answer
+        client = _client(flow)
+        profile = engine.profile(client)
+        if not profile.inspect.video or engine.copies.is_fragmented(url):
+            return  # DASH on-demand: each range is a fragment, judged as it comes
+        asked = request.headers["range"]
+        copy = engine.copies.get(client.viewer, url, profile)
+        if copy is not None:
+            flow.metadata[_FROM_COPY] = True
+            flow.response = _ranged(copy, asked, engine.settings.debug_headers)
+            return
+        size = engine.copies.size_of(url)
+        small = size is not None and size <= profile.inspect.max_video_bytes
+        if asked.replace(" ", "") == "bytes=0-" or (small and engine.copies.fits(size)):
+            flow.metadata[_ASKED_RANGE] = asked
+            _drop_range(request)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        """A 206 answer's full length decides how the next range of the file is met."""
+        engine, response = self.core.engine, flow.response
+        if engine is None or response is None or response.status_code != 206:
+            return
+        claimed = claimed_kind(response.headers.get("content-type"))
+        total = content_range_total(response.headers.get("content-range"))
+        if claimed is not None and claimed.is_video and total is not None:
+            engine.copies.note_size(flow.request.pretty_url, total)
+
+    async def response(self, flow: http.HTTPFlow) -> None:
+        engine, response = self.core.engine, flow.response
+        if engine is None or response is None or flow.request.method == "HEAD":
+            return
+        if flow.metadata.get(_FROM_COPY):
+            return
+        if response.status_code == 206:
+            await self._fragment(flow)
+            return
+        verdict = flow.metadata.get(VERDICT)
+        if isinstance(verdict, Verdict):
+            self._keep_copy(flow, verdict)
 
     def _keep_copy(self, flow: http.HTTPFlow, verdict: Verdict) -> None:
         """A judged progressive video file: kept for the player's ranged requests, and the
         range this request asked for (if any) cut from it."""
-        engine, response = self.engine, flow.response
+        engine, response = self.core.engine, flow.response
         assert engine is not None and response is not None
         kind = verdict.kind
         path = _path(flow, with_query=False).lower()
@@ -287,54 +321,24 @@ class Moodgate:
         if asked:
             flow.response = _ranged(copy, asked, engine.settings.debug_headers)
 
-    async def _inline(self, flow: http.HTTPFlow, body: bytes) -> None:
-        engine, response = self.engine, flow.response
-        assert engine is not None and response is not None
-        content_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if content_type not in _INLINE_TYPES or len(body) > _INLINE_MAX_BYTES:
-            return
-        if b"data:image/" not in body:
-            return
-        text = await engine.judge_inline(self._media(flow, body, None))
-        if text is not None:
-            response.content = text
-            _mark_rewritten(response)
-
-    def _media(self, flow: http.HTTPFlow, body: bytes, claimed: MediaKind | None) -> MediaResponse:
-        """What the engine needs of a response: who, where, what it claims, the body."""
-        engine, response = self.engine, flow.response
-        assert engine is not None and response is not None
-        return MediaResponse(
-            client=_client(flow), host=flow.request.pretty_host,
-            path=_path(flow, engine.settings.log_query_strings),
-            content_type=response.headers.get("content-type", ""), body=body,
-            claimed_kind=claimed,
-        )  # fmt: skip
-
-    async def _partial(self, flow: http.HTTPFlow) -> None:
-        """A 206 fragment. Of an image: the policy's on_error, since a fragment cannot be
-        scored. Of a fragmented MP4 read in ranges (DASH on-demand: the init, then one
-        `moof`+`mdat` per range): judged like a stream's segments. Anything else passes."""
-        engine, response = self.engine, flow.response
+    async def _fragment(self, flow: http.HTTPFlow) -> None:
+        """A 206 of a fragmented MP4 read in ranges (DASH on-demand: the init, then one
+        `moof`+`mdat` per range): judged like a stream's segments. Other slices pass."""
+        engine, response = self.core.engine, flow.response
         assert engine is not None and response is not None
         claimed = claimed_kind(response.headers.get("content-type"))
-        if claimed is None:
+        if claimed is None or not claimed.is_video:
             return
-        media = self._media(flow, response.raw_content or b"", claimed)
-        if claimed.is_image:
-            reason = "partial content (206): a fragment of an image cannot be judged"
-            _apply(flow, engine.judge_unreadable(media, reason), engine.settings.debug_headers)
+        if not engine.profile(_client(flow)).inspect.video:
             return
         body = response.get_content(strict=False) or b""
-        if not (claimed.is_video and engine.profile(media.client).inspect.video):
-            return
         fragment = segments.is_media_segment(body) or (
             segments.is_init_segment(body) and segments.init_is_fragmented(body)
         )  # a plain MP4's first slice holds a moov too, but no mvex
         if sniff(body[:SNIFF_BYTES]) is not MediaKind.MP4 or not fragment:
             return  # a slice of a plain file: passed (its size is noted for the next range)
         engine.copies.note_fragmented(flow.request.pretty_url)
-        verdict = await engine.judge(replace(media, body=body))
+        verdict = await engine.judge(self.core.media(flow, body, claimed))
         sent = response.headers.get("content-range")
         _apply(flow, verdict, engine.settings.debug_headers)
         if verdict.body is not None and flow.response is response:
@@ -342,6 +346,39 @@ class Moodgate:
             # length changes: the same start, the new body's end.
             response.headers["accept-ranges"] = "bytes"
             response.headers["content-range"] = _moved_range(sent, len(verdict.body))
+
+
+class PinnedApps:
+    """Apps that pin their own certificate refuse moodgate's; once learnt per device, their
+    hosts pass through as a plain tunnel (pinning.py)."""
+
+    def __init__(self, core: Moodgate) -> None:
+        self.core = core
+
+    def tls_established_client(self, data: tls.TlsData) -> None:
+        """The device took moodgate's certificate: its CA is installed."""
+        peer = data.context.client.peername
+        if self.core.engine is not None and peer:
+            self.core.engine.pinned.trusted(peer[0])
+
+    def tls_failed_client(self, data: tls.TlsData) -> None:
+        """A device that trusts the CA refused the certificate for this host: an app that
+        pins its own."""
+        engine, peer, host = self.core.engine, data.context.client.peername, data.conn.sni
+        if engine is None or not engine.settings.pass_pinned_apps or not peer or not host:
+            return
+        if not (data.conn.error or "").startswith("The client does not trust the proxy's"):
+            return  # a handshake given up (a browser's spare connection): not a refusal
+        outcome = engine.pinned.refused(peer[0], host)
+        log.info(kv_line("pinned-app", device=peer[0], host=host, outcome=outcome))
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        engine, peer = self.core.engine, data.context.client.peername
+        host = data.client_hello.sni
+        if engine is None or not engine.settings.pass_pinned_apps or not peer or not host:
+            return
+        if engine.pinned.passes(peer[0], host):
+            data.ignore_connection = True  # a plain tunnel: the app talks to its server
 
 
 _PROGRESSIVE_VIDEO = (".mp4", ".m4v", ".mov", ".webm", ".mkv")
@@ -353,6 +390,12 @@ _INLINE_TYPES = {
 _INLINE_MAX_BYTES = 16 * 1024 * 1024
 _FROM_COPY = "moodgate_from_copy"  # flow.metadata: answered from a judged copy
 _ASKED_RANGE = "moodgate_range"  # flow.metadata: the Range the client sent, removed upstream
+VERDICT = "moodgate_verdict"  # flow.metadata: Moodgate's verdict, for the addons after it
+
+
+def _drop_range(request: http.Request) -> None:
+    request.headers.pop("range", None)
+    request.headers.pop("if-range", None)
 
 
 def _ranged(copy: JudgedCopy, asked: str, debug_headers: bool) -> http.Response:
@@ -443,4 +486,11 @@ def debug_header(verdict: Verdict) -> str:
     return "; ".join(parts)
 
 
-addons = [Moodgate()]
+def build_addons() -> tuple[Moodgate, list[object]]:
+    """The core addon (it owns the engine) and the whole set, the core first: the others
+    read its engine and, in `response`, its verdict."""
+    core = Moodgate()
+    return core, [core, VideoRanges(core), PinnedApps(core)]
+
+
+addons = build_addons()[1]

@@ -151,7 +151,7 @@ async def _serve(config: Path | None, settings: Settings, mitm_options: tuple[st
     from mitmproxy import exceptions, options
     from mitmproxy.tools.dump import DumpMaster
 
-    from moodgate.addon import Moodgate
+    from moodgate.addon import build_addons
     from moodgate.service import ServiceHooks
 
     confdir = settings.state_dir / "mitmproxy"
@@ -177,8 +177,8 @@ async def _serve(config: Path | None, settings: Settings, mitm_options: tuple[st
         opts.set(*(f"{k}={v}" for k, v in moodgate_options.items()), *mitm_options, defer=True)
     except exceptions.OptionsError as exc:
         fail(f"--set: {exc}")
-    addon = Moodgate()
-    master.addons.add(addon)
+    addon, every_addon = build_addons()
+    master.addons.add(*every_addon)
     if opts.deferred:
         fail(f"--set: unknown option(s): {', '.join(sorted(opts.deferred))}")
     loop = asyncio.get_running_loop()
