@@ -219,7 +219,8 @@ def test_status_report_reads_snapshot_and_flags_staleness(tmp_path: Path) -> Non
     assert "NOT RUNNING" in text and "FALLBACK" in text and "database is locked" in text
     assert "video copies: 2 files, 7.5 of 128 MiB held" in text
     assert "pinned apps: 2 hosts passed through uninspected on 1 devices; refusing moodgate's" \
-        " certificate everywhere (CA removed?): 10.0.0.9" in text
+        " certificate everywhere (CA removed, or Android apps that ignore user CAs): 10.0.0.9" \
+        in text
 
 
 # -- install-service -----------------------------------------------------------------------------

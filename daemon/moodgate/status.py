@@ -202,7 +202,8 @@ def format_report(report: dict[str, Any]) -> list[str]:
                 f"on {pinned['devices']} devices")  # fmt: skip
         if pinned.get("refusing_devices"):
             refusing = ", ".join(pinned["refusing_devices"])
-            line += f"; refusing moodgate's certificate everywhere (CA removed?): {refusing}"
+            line += ("; refusing moodgate's certificate everywhere (CA removed, or Android "
+                     f"apps that ignore user CAs): {refusing}")  # fmt: skip
         lines.insert(-2, line)
     return lines
 
