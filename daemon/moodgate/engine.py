@@ -154,7 +154,8 @@ class Engine:
         self.in_flight += 1
         try:
             if self.adaptive is not None and self.adaptive.shed(self.in_flight, self.lag.lag_ms):
-                raise TimeoutError("shed: even the narrowest slice would miss the latency budget")
+                raise TimeoutError("shed: the narrowest slice would miss the latency budget, "
+                                   "or the event loop runs late")  # fmt: skip
             future = loop.run_in_executor(
                 self.executor, self._work, body, profile, response.host, response.claimed_kind, key
             )
