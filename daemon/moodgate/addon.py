@@ -135,12 +135,14 @@ class Moodgate:
             return
         accept = request.headers.get("accept", "")
         decodable = accept_decodable(accept)
-        inspect = engine.profile(_client(flow)).inspect
-        if decodable != accept and inspect.images:
-            request.headers["accept"] = decodable
-        if "range" not in request.headers or request.method != "GET":
+        ranged = "range" in request.headers and request.method == "GET"
+        if decodable == accept and not ranged:
+            return  # most requests: nothing to change, no profile to look up
+        if not engine.profile(_client(flow)).inspect.images:
             return
-        if inspect.images and _asks_for_image(_path(flow, with_query=False).lower(), accept):
+        if decodable != accept:
+            request.headers["accept"] = decodable
+        if ranged and _asks_for_image(_path(flow, with_query=False).lower(), accept):
             _drop_range(request)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
