@@ -34,7 +34,8 @@ def test_learnt_only_on_a_device_that_trusts_the_ca() -> None:
     assert pinned.refused("10.0.0.7", "api.bank.example") == "known"
     assert pinned.passes("10.0.0.7", "api.bank.example")
     assert not pinned.passes("10.0.0.8", "api.bank.example")  # per device
-    assert pinned.state() == {"hosts": 1, "devices": 1, "refusing_devices": []}
+    assert pinned.state() == {"hosts": 1, "devices": 1, "refusing_devices": [],
+                              "by_device": {"10.0.0.7": ["api.bank.example"]}}
 
 
 def test_a_device_refusing_everywhere_learns_nothing_more() -> None:

@@ -67,11 +67,15 @@ class PinnedHosts:
         return entry is not None and not entry.refuses_everything and host in entry.hosts
 
     def state(self) -> dict[str, object]:
+        """For the status report: counts for the summary line, and every learnt host by
+        device for `moodgate status --json`, so parents can see what goes uninspected."""
+        learnt = {k: list(d.hosts) for k, d in self._devices.items() if d.hosts}
         return {
-            "hosts": sum(len(d.hosts) for d in self._devices.values()),
-            "devices": sum(1 for d in self._devices.values() if d.hosts),
+            "hosts": sum(len(hosts) for hosts in learnt.values()),
+            "devices": len(learnt),
             "refusing_devices": sorted(k for k, d in self._devices.items()
                                        if d.refuses_everything),
+            "by_device": learnt,
         }  # fmt: skip
 
     def _device(self, device: str) -> _Device:
