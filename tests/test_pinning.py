@@ -116,3 +116,21 @@ def test_a_pinning_app_works_from_its_second_connection(
         wait_for(proxy, "pinned-app device=127.0.0.1 host=localhost outcome=learnt")
         with app.open(url, timeout=15) as response:  # a plain tunnel to the real server
             assert response.read() == media["vivid.jpg"]  # uninspected, as the log says
+
+
+def test_what_was_learnt_survives_a_restart_and_a_broken_file_does_not_stop_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "pinned-apps.json"
+    before = PinnedHosts(path=path, max_refusals_per_hour=1)
+    before.trusted("phone")
+    assert before.refused("phone", "api.bank.example") == "learnt"
+    before.trusted("laptop")
+    before.refused("laptop", "a.example")
+    assert before.refused("laptop", "b.example") == "refuses-everything"
+    after = PinnedHosts(path=path)
+    assert after.passes("phone", "api.bank.example")
+    assert not after.passes("laptop", "a.example")  # still refusing everywhere
+    assert after.refused("phone", "game.example") == "untrusted"  # trust is shown anew
+    path.write_text("{not json")
+    assert PinnedHosts(path=path).state()["hosts"] == 0

@@ -59,7 +59,7 @@ class Engine:
         self.video = VideoPipeline(self.scorer, self.pipeline.calmer, video_settings(settings))
         self.copies = JudgedCopies(settings.video_copies_mb * 1024 * 1024)
         self.lag = LoopLag()
-        self.pinned = PinnedHosts()
+        self.pinned = PinnedHosts(path=settings.state_dir / "pinned-apps.json")
         self.scheduler = PolicyScheduler()
         self.policy = PolicyWatcher(
             settings.policy,
