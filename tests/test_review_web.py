@@ -16,6 +16,7 @@ import tornado.testing
 from PIL import Image
 
 import media_factory
+from moodgate.pinning import PINNED_APPS_FILE, PinnedHosts
 from moodgate.policy import parse_policy
 from moodgate.record.store import DecisionRow, DecisionStore, read_labels
 from moodgate.review.app import ReviewServer, make_app, review_context
@@ -148,6 +149,20 @@ class ReviewAppTest(tornado.testing.AsyncHTTPTestCase):
         thumb = self.fetch(f"/thumb/{UID}/before", headers={"Cookie": session})
         assert thumb.headers["Content-Type"] == "image/jpeg"
         assert max(Image.open(io.BytesIO(thumb.body)).size) <= 128
+
+    def test_the_home_page_says_what_passes_uninspected(self) -> None:
+        session = self._cookie_header(self._login()[1])
+        assert "Not inspected" not in self.fetch("/", headers={"Cookie": session}).body.decode()
+        pinned = PinnedHosts(path=self.state / PINNED_APPS_FILE, max_refusals_per_hour=1)
+        pinned.trusted("192.168.1.23")
+        pinned.refused("192.168.1.23", "api.bank.example")
+        pinned.trusted("192.168.1.40")
+        pinned.refused("192.168.1.40", "a.example")
+        pinned.refused("192.168.1.40", "b.example")  # one too many: refusing everywhere
+        html = self.fetch("/", headers={"Cookie": session}).body.decode()
+        assert "Not inspected" in html
+        assert "<strong>192.168.1.23</strong>: api.bank.example" in html
+        assert "Refusing moodgate's certificate everywhere" in html and "192.168.1.40" in html
 
     def test_a_new_password_logs_every_session_out(self) -> None:
         _, cookies = self._login()

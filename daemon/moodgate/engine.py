@@ -19,7 +19,7 @@ from moodgate.judged_copies import JudgedCopies
 from moodgate.media import SNIFF_BYTES, MediaKind, sniff
 from moodgate.media.inline import InlineImage, find_inline_images, replace_inline_images
 from moodgate.media.video import Sampling
-from moodgate.pinning import PinnedHosts
+from moodgate.pinning import PINNED_APPS_FILE, PinnedHosts
 from moodgate.pipeline import FAST_PATH_BYTES, ImagePipeline, ScoreCache, Verdict, body_key
 from moodgate.policy import Action, Client, Policy, PolicyScheduler, PolicyWatcher, Profile
 from moodgate.record.store import DecisionRow, DecisionStore
@@ -59,7 +59,7 @@ class Engine:
         self.video = VideoPipeline(self.scorer, self.pipeline.calmer, video_settings(settings))
         self.copies = JudgedCopies(settings.video_copies_mb * 1024 * 1024)
         self.lag = LoopLag()
-        self.pinned = PinnedHosts(path=settings.state_dir / "pinned-apps.json")
+        self.pinned = PinnedHosts(path=settings.state_dir / PINNED_APPS_FILE)
         self.scheduler = PolicyScheduler()
         self.policy = PolicyWatcher(
             settings.policy,

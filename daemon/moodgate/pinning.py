@@ -21,6 +21,8 @@ from moodgate.status import write_atomic
 
 log = logging.getLogger("moodgate")
 
+PINNED_APPS_FILE = "pinned-apps.json"  # in the state directory
+
 
 @dataclass
 class _Device:

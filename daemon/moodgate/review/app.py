@@ -19,6 +19,7 @@ import tornado.httpserver
 import tornado.web
 
 from moodgate.emotion.base import Emotion
+from moodgate.pinning import PINNED_APPS_FILE, PinnedHosts
 from moodgate.policy import Policy, Profile, explain
 from moodgate.review.auth import PasswordFile, cookie_secret, is_lan_address
 from moodgate.review.charts import circumplex, rating_widget, timeline
@@ -132,7 +133,13 @@ class HomeHandler(BaseHandler):
             child: await self.blocking(self.context.data.counts, child, policy.timezone)
             for child in children
         }
-        self.render("home.html", children=children, counts=counts)
+        # What passes uninspected: apps that pin their certificate, learnt per device.
+        pinned = await self.blocking(_pinned_apps, self.context.state_dir)
+        self.render("home.html", children=children, counts=counts, pinned=pinned)
+
+
+def _pinned_apps(state_dir: Path) -> dict[str, Any]:
+    return PinnedHosts(path=state_dir / PINNED_APPS_FILE).state()
 
 
 def _profile(policy: Any, child: str) -> Profile | None:
