@@ -138,6 +138,21 @@ def test_progressive_files(pipeline, policy) -> None:
     assert forced.action is Action.BLOCK and forced.outcome == "host-list" and forced.body
 
 
+def test_calming_takes_the_flashes_out_and_measures_that_it_did(pipeline, policy) -> None:
+    """A flashing clip (WCAG general flashes) is calmed with FFmpeg's photosensitivity
+    filter too; its after-score comes from the output's own measured motion."""
+    calmkid = profile(policy, "calmkid")
+    flashing = vf.mp4("flashing", audio=True)
+    before = video.sample(flashing, MediaKind.MP4, pipeline.sampling, pipeline.settings.limits)
+    assert before.motion.flash_rate >= 3.0  # over WCAG's three flashes a second
+    calmed = pipeline.judge(request(flashing, "/f.mp4"), calmkid)
+    after = video.sample(calmed.body, MediaKind.MP4, pipeline.sampling, pipeline.settings.limits)
+    assert after.motion.flash_rate < 1.0
+    assert calmed.after.arousal < calmed.emotion.arousal - 0.5 and calmed.calm_reached
+    assert video.timeline(calmed.body, MediaKind.MP4).pts == video.timeline(
+        flashing, MediaKind.MP4).pts  # same frames at the same times, only calmer
+
+
 def test_segments_of_a_stream_are_treated_consistently(pipeline, policy, tmp_path) -> None:
     calm = vf.hls(tmp_path / "c", "calm", 3.0)
     flash = vf.hls(tmp_path / "f", "flashing", 3.0)

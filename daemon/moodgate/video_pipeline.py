@@ -349,17 +349,25 @@ class VideoPipeline:
             frames_before = aggregate(scorer.score_frames(clip.frames))
             plan = self.calmer.plan(clip.frames, frame_target(decision.target, clip.motion),
                                     frames_before, clip.info.width, strength)
-            # Calming changes colour, not motion: the clip keeps its motion term.
-            verdict.after = clip_emotion([plan.after], clip.motion)
+            # Colour is calmed by the mapping; flashes, if any, by FFmpeg's photosensitivity
+            # filter. Other motion stays, so the clip keeps the rest of its motion term.
+            mapping = replace(plan.mapping, reduce_flashes=clip.motion.flash_rate > 0.0)
+            calmed, motion = None, clip.motion
+            if plan.alpha > 0.0 or mapping.reduce_flashes:
+                calmed = video.recode(body, kind, mapping, init=init,
+                                      limits=self.settings.limits, deadline=deadline)
+                if mapping.reduce_flashes:  # measured on the output, not assumed gone
+                    motion = video.sample(calmed, kind, self.sampling, self.settings.limits,
+                                          init=init, deadline=deadline).motion
+            verdict.after = clip_emotion([plan.after], motion)
             verdict.calm_alpha = plan.alpha
             verdict.calm_reached = decision.target.reached(verdict.after)
             if not verdict.calm_reached and decision.if_unreached is Action.BLOCK:
                 verdict.action = Action.BLOCK
                 verdict.rule = f"{decision.rule}/unreached"
                 verdict.body = self._placeholder(body, kind, init, segment, deadline)
-            elif plan.alpha > 0.0:
-                verdict.body = video.recode(body, kind, plan.mapping, init=init,
-                                            limits=self.settings.limits, deadline=deadline)
+            else:
+                verdict.body = calmed
         return verdict
 
     def fallback(

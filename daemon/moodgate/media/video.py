@@ -495,6 +495,9 @@ class ColourMapping:
     table: tuple[float, ...]  # size³ RGB triples in 0…1, red varying fastest (as .cube files)
     blur_sigma: float = 0.0  # pixels of the full-size frame
     blur_amount: float = 0.0  # share of the blurred frame, 0…1
+    # FFmpeg's photosensitivity filter after the colour: flashes (WCAG's general flash) are
+    # blended out over the frames around them, one frame in, one frame out.
+    reduce_flashes: bool = False
 
     def cube(self) -> str:
         values = np.asarray(self.table, dtype=np.float64).reshape(-1, 3)
@@ -559,8 +562,12 @@ class _Painter:
         else:
             chain.append(source)
         # rgb24, not gbrp: this FFmpeg's planar lut3d path drops the last columns of a frame.
-        for name, args in (("format", "rgb24"), ("lut3d", f"file={cube}:interp=trilinear"),
-                           ("format", self.pix_fmt), ("buffersink", None)):
+        steps: list[tuple[str, str | None]] = [
+            ("format", "rgb24"), ("lut3d", f"file={cube}:interp=trilinear")]  # fmt: skip
+        if mapping.reduce_flashes:
+            steps.append(("photosensitivity", None))
+        steps += [("format", self.pix_fmt), ("buffersink", None)]
+        for name, args in steps:
             node = graph.add(name, args) if args else graph.add(name)
             chain[-1].link_to(node)
             chain.append(node)
