@@ -128,6 +128,11 @@ def test_what_was_learnt_survives_a_restart_and_a_broken_file_does_not_stop_it(
     before.trusted("laptop")
     before.refused("laptop", "a.example")
     assert before.refused("laptop", "b.example") == "refuses-everything"
+    saved = path.read_text()
+    path.unlink()
+    assert before.refused("laptop", "c.example") == "refuses-everything"
+    assert not path.exists()  # written as the flag flipped, not on every later refusal
+    path.write_text(saved)
     after = PinnedHosts(path=path)
     assert after.passes("phone", "api.bank.example")
     assert not after.passes("laptop", "a.example")  # still refusing everywhere

@@ -9,6 +9,7 @@ from moodgate.media.ranges import (
     ByteRange,
     RangeNotSatisfiable,
     content_range_total,
+    moved_content_range,
     parse_range,
 )
 
@@ -46,6 +47,9 @@ def test_range_cuts_and_describes_itself() -> None:
     assert part.content_range(len(body)) == "bytes 2-4/10"
     assert content_range_total("bytes 0-1/12345") == 12345
     assert content_range_total("bytes 0-1/*") is None and content_range_total(None) is None
+    # A fragment rewritten to another length keeps its start and the file's total.
+    assert moved_content_range("bytes 800-1500/9000", 10) == "bytes 800-809/9000"
+    assert moved_content_range(None, 5) == "bytes 0-4/*"
 
 
 class Clock:

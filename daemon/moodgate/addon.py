@@ -21,8 +21,13 @@ from moodgate.config import Settings, load_settings
 from moodgate.engine import Engine, MediaResponse
 from moodgate.judged_copies import JudgedCopy
 from moodgate.media import SNIFF_BYTES, MediaKind, claimed_kind, segments, sniff
-from moodgate.media.ranges import RangeNotSatisfiable, content_range_total, parse_range
-from moodgate.media.sniff import accept_decodable, undecodable_image
+from moodgate.media.ranges import (
+    RangeNotSatisfiable,
+    content_range_total,
+    moved_content_range,
+    parse_range,
+)
+from moodgate.media.sniff import accept_decodable, media_type, undecodable_image
 from moodgate.pipeline import Verdict
 from moodgate.policy import Action, Client
 from moodgate.service import kv_line
@@ -200,7 +205,7 @@ class Moodgate:
     async def _inline(self, flow: http.HTTPFlow, body: bytes) -> None:
         engine, response = self.engine, flow.response
         assert engine is not None and response is not None
-        content_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        content_type = media_type(response.headers.get("content-type"))
         if content_type not in _INLINE_TYPES or len(body) > _INLINE_MAX_BYTES:
             return
         if b"data:image/" not in body:
@@ -256,7 +261,8 @@ class VideoRanges:
         if engine is None or "range" not in request.headers or request.method != "GET":
             return
         url, path = request.pretty_url, _path(flow, with_query=False).lower()
-        if not (path.endswith(_PROGRESSIVE_VIDEO) or engine.copies.size_of(url)):
+        size = engine.copies.size_of(url)  # known only for video, from an earlier answer
+        if not (path.endswith(_PROGRESSIVE_VIDEO) or size):
             return  # not a video file by its name, nor known as one from an earlier answer
         client = _client(flow)
         profile = engine.profile(client)
@@ -268,7 +274,6 @@ class VideoRanges:
             flow.metadata[_FROM_COPY] = True
             flow.response = _ranged(copy, asked, engine.settings.debug_headers)
             return
-        size = engine.copies.size_of(url)
         small = size is not None and size <= profile.inspect.max_video_bytes
         if asked.replace(" ", "") == "bytes=0-" or (small and engine.copies.fits(size)):
             flow.metadata[_ASKED_RANGE] = asked
@@ -347,7 +352,7 @@ class VideoRanges:
             # The next range is asked at the origin's offsets, so only this answer's own
             # length changes: the same start, the new body's end.
             response.headers["accept-ranges"] = "bytes"
-            response.headers["content-range"] = _moved_range(sent, len(verdict.body))
+            response.headers["content-range"] = moved_content_range(sent, len(verdict.body))
 
 
 class PinnedApps:
@@ -461,14 +466,6 @@ def _apply(flow: http.HTTPFlow, verdict: Verdict, debug_headers: bool) -> None:
         )
     if debug_headers and flow.response is not None:
         flow.response.headers["x-moodgate"] = debug_header(verdict)
-
-
-def _moved_range(content_range: str | None, length: int) -> str:
-    """`bytes a-b/total` for a body rewritten to `length` bytes: `bytes a-(a+length-1)/total`."""
-    spec = (content_range or "").partition(" ")[2]  # "a-b/total"
-    start, total = spec.partition("-")[0], spec.rpartition("/")[2] or "*"
-    first = int(start) if start.isdigit() else 0
-    return f"bytes {first}-{first + length - 1}/{total}"
 
 
 def _mark_rewritten(response: http.Response) -> None:

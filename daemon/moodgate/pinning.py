@@ -68,10 +68,11 @@ class PinnedHosts:
         entry.refusals.append(now)
         while entry.refusals and entry.refusals[0] < now - 3600:
             entry.refusals.popleft()
+        if entry.refuses_everything:
+            return "refuses-everything"
         if len(entry.refusals) > self.max_refusals_per_hour:
             entry.refuses_everything = True
-        if entry.refuses_everything:
-            self._save()
+            self._save()  # once, as it flips: a CA-less device refuses every connection
             return "refuses-everything"
         if len(entry.hosts) >= self.max_hosts:
             return "full"

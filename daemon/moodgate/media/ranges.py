@@ -49,9 +49,24 @@ def parse_range(header: str, total: int) -> ByteRange | None:
     return ByteRange(start, end)
 
 
+def _content_range(value: str | None) -> tuple[str, str]:
+    """The first byte and the complete length of `Content-Range: bytes a-b/total`, as text
+    ("" where missing)."""
+    spec = (value or "").strip().partition(" ")[2]  # "a-b/total"
+    first = spec.partition("-")[0].strip() if "-" in spec else ""
+    total = spec.rpartition("/")[2].strip() if "/" in spec else ""
+    return first, total
+
+
 def content_range_total(value: str | None) -> int | None:
     """The complete length from a `Content-Range: bytes a-b/total` answer, if it gives one."""
-    if not value or "/" not in value:
-        return None
-    total = value.rsplit("/", 1)[1].strip()
+    total = _content_range(value)[1]
     return int(total) if total.isdigit() else None
+
+
+def moved_content_range(value: str | None, length: int) -> str:
+    """`bytes a-b/total` for a body rewritten to `length` bytes: `bytes a-(a+length-1)/total`
+    (the same start; the total as the origin gave it, `*` when it gave none)."""
+    first, total = _content_range(value)
+    start = int(first) if first.isdigit() else 0
+    return f"bytes {start}-{start + length - 1}/{total or '*'}"

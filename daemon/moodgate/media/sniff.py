@@ -100,6 +100,11 @@ _CLAIMED = {
 }
 
 
+def media_type(value: str | None) -> str:
+    """`type/subtype` of a Content-Type or Accept entry, lower-cased, parameters dropped."""
+    return (value or "").split(";", 1)[0].strip().lower()
+
+
 def claimed_kind(content_type: str | None) -> MediaKind | None:
     """The media kind a Content-Type header claims, for the kinds moodgate can inspect.
 
@@ -107,7 +112,7 @@ def claimed_kind(content_type: str | None) -> MediaKind | None:
     """
     if not content_type:
         return None
-    return _CLAIMED.get(content_type.split(";", 1)[0].strip().lower())
+    return _CLAIMED.get(media_type(content_type))
 
 
 # Raster formats a browser may be sent that no decoder here reads. Safari 17+ offers the first
@@ -128,7 +133,7 @@ def undecodable_image(head: bytes, content_type: str | None) -> str | None:
         return "jpeg-2000"
     if head[4:8] == b"ftyp" and _ftyp_brands(head) & {b"heic", b"heix", b"heim", b"heis"}:
         return "heic"
-    return UNDECODABLE_IMAGE_TYPES.get((content_type or "").split(";", 1)[0].strip().lower())
+    return UNDECODABLE_IMAGE_TYPES.get(media_type(content_type))
 
 
 def accept_decodable(accept: str) -> str:
@@ -136,8 +141,7 @@ def accept_decodable(accept: str) -> str:
     server negotiating on it sends one moodgate can judge instead."""
     kept, refused = [], []
     for entry in accept.split(","):
-        media_type = entry.split(";", 1)[0].strip().lower()
-        (refused if media_type in UNDECODABLE_IMAGE_TYPES else kept).append(entry.strip())
+        (refused if media_type(entry) in UNDECODABLE_IMAGE_TYPES else kept).append(entry.strip())
     if not refused:
         return accept
     return ",".join([*kept, *(f"{e.split(';', 1)[0].strip()};q=0" for e in refused)])
