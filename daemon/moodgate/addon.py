@@ -57,6 +57,12 @@ OPTIONS: dict[str, tuple[type, Any, str]] = {
         "that arrive while the event loop runs late with every worker busy, with the "
         "policy's on_timeout at once; off: queue them; empty: the configured one",
     ),
+    "moodgate_explicit": (
+        str,
+        "",
+        "on: rate how explicit each picture is for rules that test it; off: never (those "
+        "rules never match); empty: the configured one",
+    ),
     "moodgate_video_deadline_ms": (int, 0, "Per-video/segment deadline in ms; 0: configured"),
     "moodgate_debug_headers": (bool, False, "Add an X-Moodgate header to inspected responses"),
     "moodgate_neighbours": (str, "", "Neighbour table file for MAC matching (tests)"),
@@ -73,6 +79,7 @@ _FIELD = {
     "moodgate_deadline_ms": "deadline_ms",
     "moodgate_latency_budget_ms": "latency_budget_ms",
     "moodgate_shed_overload": "shed_overload",
+    "moodgate_explicit": "explicit",
     "moodgate_video_deadline_ms": "video_deadline_ms",
     "moodgate_debug_headers": "debug_headers",
     "moodgate_neighbours": "neighbours",

@@ -23,6 +23,8 @@ from moodgate import __version__
 from moodgate.calm.commands import calm_command, styles_group
 from moodgate.config import ConfigError, Settings, load_settings
 from moodgate.emotion import score
+from moodgate.emotion.commands import explicit_group
+from moodgate.emotion.explicit import ExplicitScorer, load_explicit, with_explicit
 from moodgate.emotion.registry import SCORERS, ScorerUnavailable, create_scorer
 from moodgate.media import MediaError
 from moodgate.media.image import frames_for_scoring
@@ -201,6 +203,8 @@ async def _serve(config: Path | None, settings: Settings, mitm_options: tuple[st
               help="Model precision [default: the widest slice, fp32 where both exist].")
 @click.option("--scorer", "scorer_kind", type=click.Choice(SCORERS), default="auto")
 @click.option("--model-dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--explicit/--no-explicit", "rate_explicit", default=True, show_default=True,
+              help="Also rate how explicit each image is (0…1), where the classifier ships.")
 def score_command(
     files: tuple[Path, ...],
     as_json: bool,
@@ -208,8 +212,9 @@ def score_command(
     precision: str | None,
     scorer_kind: str,
     model_dir: Path | None,
+    rate_explicit: bool,
 ) -> None:
-    """Score images: valence and arousal in −1…+1, one line per file."""
+    """Score images: valence and arousal in −1…+1 (and explicit in 0…1), one line per file."""
     if width is not None and scorer_kind == "auto":
         scorer_kind = "nested"
     try:
@@ -217,11 +222,20 @@ def score_command(
     except (ScorerUnavailable, ValueError) as exc:
         fail(str(exc))
         return
+    explicit: ExplicitScorer | None = None
+    if rate_explicit:
+        from moodgate.emotion.registry import default_model_dir
+
+        try:
+            explicit = load_explicit(model_dir or default_model_dir())
+        except (OSError, RuntimeError, ValueError, KeyError) as exc:
+            click.echo(f"moodgate: explicit not rated: {exc}", err=True)
+    size = max(scorer.input_size, explicit.input_size if explicit else 0)
     failures = 0
     for path in files:
         try:
-            _, frames = frames_for_scoring(path.read_bytes(), size=scorer.input_size)
-            emotion = score(scorer, frames)
+            _, frames = frames_for_scoring(path.read_bytes(), size=size)
+            emotion = with_explicit(score(scorer, frames), explicit, frames)
         except (OSError, MediaError) as exc:
             click.echo(f"moodgate: {path}: {exc}", err=True)
             failures += 1
@@ -238,9 +252,10 @@ def score_command(
         if as_json:
             click.echo(json.dumps(result))
         else:
+            rated = "" if emotion.explicit is None else f"\texplicit={emotion.explicit:.3f}"
             click.echo(
                 f"{path}\tvalence={result['valence']:+.3f}\tarousal={result['arousal']:+.3f}"
-                f"\t{scorer.name} width={scorer.width} {scorer.precision}"
+                f"{rated}\t{scorer.name} width={scorer.width} {scorer.precision}"
             )
     if failures:
         sys.exit(1)
@@ -347,6 +362,7 @@ main.add_command(styles_group)
 main.add_command(review_group)
 main.add_command(learn_command)
 main.add_command(calibrate_command)
+main.add_command(explicit_group)
 
 
 if __name__ == "__main__":

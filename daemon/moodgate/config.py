@@ -53,6 +53,9 @@ class Settings:
     # late with every worker busy, apply the policy's on_timeout at once instead of queueing
     # (off: items queue until deadline_ms, then on_timeout).
     shed_overload: bool = False
+    # Rate how explicit each picture is (models/explicit.json) for rules that test `explicit`;
+    # no: those rules never match, and a router saves ≈ 8 ms of CPU per picture.
+    explicit: bool = True
     debug_headers: bool = False
     retention_days: float = 30.0
     log_query_strings: bool = False

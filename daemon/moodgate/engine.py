@@ -25,6 +25,7 @@ from moodgate.policy import Action, Client, Policy, PolicyScheduler, PolicyWatch
 from moodgate.record.store import DecisionRow, DecisionStore
 from moodgate.review.service import ReviewService
 from moodgate.runtime import AdaptiveScorer, build_scorer
+from moodgate.runtime.build import build_explicit
 from moodgate.runtime.lag import LoopLag
 from moodgate.service import kv_line
 from moodgate.video_pipeline import VideoPipeline, VideoRequest, VideoSettings, VideoVerdict
@@ -51,12 +52,16 @@ class Engine:
         # when a worker picks a slice, so it needs the engine's live counter.
         self.scorer = build_scorer(settings, in_flight=lambda: self.in_flight)
         self.adaptive = self.scorer if isinstance(self.scorer, AdaptiveScorer) else None
+        self.explicit = build_explicit(settings)
         self.pipeline = ImagePipeline(
             self.scorer,
             Calmer(self.scorer, StyleBank.default()),
             cache=ScoreCache(settings.cache_entries),
+            explicit=self.explicit.scorer,
         )
-        self.video = VideoPipeline(self.scorer, self.pipeline.calmer, video_settings(settings))
+        self.video = VideoPipeline(
+            self.scorer, self.pipeline.calmer, video_settings(settings), self.explicit.scorer
+        )
         self.copies = JudgedCopies(settings.video_copies_mb * 1024 * 1024)
         self.lag = LoopLag()
         self.pinned = PinnedHosts(path=settings.state_dir / PINNED_APPS_FILE)

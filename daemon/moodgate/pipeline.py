@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from moodgate.calm import Calmer
 from moodgate.emotion import Emotion, Scorer, score
+from moodgate.emotion.explicit import ExplicitScorer, with_explicit
 from moodgate.media import MediaError, MediaKind, sniff
 from moodgate.media.image import (
     ImageInfo,
@@ -125,8 +126,11 @@ class ImagePipeline:
         limits: ImageLimits | None = None,
         cache: ScoreCache | None = None,
         max_frames: int = 4,
+        explicit: ExplicitScorer | None = None,
     ) -> None:
         self.scorer = scorer
+        # Rates `explicit` for profiles whose rules test it; None: explicit stays unrated.
+        self.explicit = explicit
         self.calmer = calmer or Calmer(scorer)
         self.limits = limits or ImageLimits()
         self.cache = cache if cache is not None else ScoreCache()
@@ -153,6 +157,8 @@ class ImagePipeline:
         cached = self.cache.peek(key or body_key(data))
         if cached is None or cached.model_width < self.scorer.width:
             return None  # not seen, or scored by a narrower slice than the one running now
+        if self._lacks_explicit(cached.emotion, profile):
+            return None
         info = cached.info
         if profile.inspect.too_small(info.width, info.height):
             return None
@@ -187,7 +193,7 @@ class ImagePipeline:
                 return Verdict(Action.PASS, small, "skipped", kind=kind, info=info)
             if key is None and self.cache.enabled:
                 key = body_key(data)
-            scored, outcome = self._score(data, info, key)
+            scored, outcome = self._score(data, info, key, profile.tests_explicit)
             return self._act(profile.decide(scored.emotion), data, scored, outcome)
         except MediaError as exc:
             return self.fallback(profile, "error", str(exc), kind or claimed_kind, data)
@@ -226,21 +232,33 @@ class ImagePipeline:
                            kind=kind, info=info)
         return Verdict(Action.PASS, decision.rule, "host-list", kind=kind)
 
-    def _score(self, data: bytes, info: ImageInfo, key: bytes | None) -> tuple[_Scored, str]:
+    def _lacks_explicit(self, emotion: Emotion, profile: Profile) -> bool:
+        return self.explicit is not None and emotion.explicit is None and profile.tests_explicit
+
+    def _score(
+        self, data: bytes, info: ImageInfo, key: bytes | None, rate_explicit: bool = False
+    ) -> tuple[_Scored, str]:
         """`key` is None when the cache is off."""
+        explicit = self.explicit if rate_explicit else None
         # An adaptive scorer (runtime/) names the slice for this item up front, so the slice
         # recorded is the one that scored, whatever the load switches to meanwhile.
         pick = getattr(self.scorer, "pick", None)
         scorer: Scorer = pick() if pick is not None else self.scorer
         cached = self.cache.get(key) if key is not None else None
         # A score from a narrower slice (taken under load) is redone once a wider one runs.
-        if cached is not None and cached.model_width >= scorer.width:
+        if (
+            cached is not None
+            and cached.model_width >= scorer.width
+            and (explicit is None or cached.emotion.explicit is not None)
+        ):
             return cached, "cached"
+        size = max(scorer.input_size, explicit.input_size if explicit else 0)
         info, frames = frames_for_scoring(
-            data, size=scorer.input_size, limits=self.limits, max_frames=self.max_frames,
+            data, size=size, limits=self.limits, max_frames=self.max_frames,
             info=info, square=getattr(scorer, "square_input", False),
         )  # fmt: skip
-        entry = _Scored(info, score(scorer, frames), scorer.name, scorer.width, scorer.precision)
+        emotion = with_explicit(score(scorer, frames), explicit, frames)
+        entry = _Scored(info, emotion, scorer.name, scorer.width, scorer.precision)
         if key is not None:
             self.cache.put(key, entry)
         return entry, "scored"

@@ -267,5 +267,6 @@ class ServiceHooks:
                 **({"selector": engine.adaptive.state()} if engine.adaptive is not None else {}),
                 "video_copies": engine.copies.state(),
                 "pinned_apps": engine.pinned.state(),
+                "explicit": engine.explicit.state(),
             },
         )

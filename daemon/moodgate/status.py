@@ -143,6 +143,7 @@ class StatusReport:
             and report.get("policy_ok", False)
             and not report.get("db_error")
             and not report.get("scorer_fallback")
+            and not ((report.get("extra") or {}).get("explicit") or {}).get("error")
         )
         return report
 
@@ -192,6 +193,15 @@ def format_report(report: dict[str, Any]) -> list[str]:
         f"{_count(report['decisions_last_hour'])} in the last hour",
         f"health: {'ok' if report['healthy'] else 'DEGRADED'}",
     ]
+    explicit = (report.get("extra") or {}).get("explicit")
+    if explicit is not None:
+        if explicit.get("model"):
+            text = f"{explicit['model']} ({explicit['input_size']} px), for rules that test it"
+        elif explicit.get("error"):
+            text = f"UNAVAILABLE, rules testing explicit never match: {explicit['error']}"
+        else:
+            text = "off (setting explicit: no), rules testing explicit never match"
+        lines.insert(3, f"explicit: {text}")
     copies = (report.get("extra") or {}).get("video_copies")
     if copies:  # judged video files kept for players' ranged requests
         lines.insert(-2, f"video copies: {copies['files']} files, "

@@ -26,6 +26,7 @@ from moodgate.calm.loop import SAMPLED_FRAMES
 from moodgate.calm.styles import thumbnail
 from moodgate.emotion import Emotion, Scorer, VATarget
 from moodgate.emotion.base import aggregate
+from moodgate.emotion.explicit import ExplicitScorer, with_explicit
 from moodgate.media import MediaError, MediaKind, segments, sniff, video
 from moodgate.media.image import sample_indices
 from moodgate.media.video import (
@@ -253,14 +254,20 @@ class VideoPipeline:
     """Judges video bodies for one scorer; thread-safe (its caches lock themselves)."""
 
     def __init__(
-        self, scorer: Scorer, calmer: Calmer | None = None, settings: VideoSettings | None = None
+        self,
+        scorer: Scorer,
+        calmer: Calmer | None = None,
+        settings: VideoSettings | None = None,
+        explicit: ExplicitScorer | None = None,
     ) -> None:
         self.scorer = scorer
+        self.explicit = explicit  # rates `explicit` for profiles whose rules test it
         self.settings = settings or VideoSettings()
         self.calmer = VideoCalmer(calmer or Calmer(scorer))
         self.inits = InitCache()
         self.memory = StreamMemory(hold=self.settings.hold_segments)
-        self.sampling = replace(self.settings.sampling, size=max(scorer.input_size, 64))
+        size = max(scorer.input_size, explicit.input_size if explicit else 0, 64)
+        self.sampling = replace(self.settings.sampling, size=size)
 
     @staticmethod
     def kind_of(body: bytes, claimed: MediaKind | None) -> MediaKind | None:
@@ -296,6 +303,8 @@ class VideoPipeline:
             clip = video.sample(request.body, kind, self.sampling, self.settings.limits,
                                 init=init, deadline=deadline)
             emotion = clip_emotion(self.scorer.score_frames(clip.frames), clip.motion)
+            if profile.tests_explicit:
+                emotion = with_explicit(emotion, self.explicit, clip.frames)
             decision, held = profile.decide(emotion), False
             if segment:
                 decision, held = self.memory.decide(request.stream, decision)

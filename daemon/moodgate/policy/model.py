@@ -118,6 +118,14 @@ class Profile:
         entry = self.host_entry(host)
         return Decision(entry.action, entry.rule) if entry else None
 
+    @property
+    def tests_explicit(self) -> bool:
+        """Whether a rule reads `explicit`: only then is the explicit classifier worth its
+        time (it costs more than a narrow emotion slice)."""
+        return not self.pass_all and any(
+            c.variable == "explicit" for rule in self.rules for c in rule.condition.comparisons
+        )
+
     def matching_rule(self, emotion: Emotion) -> Rule | None:
         return next((r for r in self.rules if r.condition.holds(emotion)), None)
 

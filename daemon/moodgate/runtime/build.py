@@ -12,6 +12,7 @@ from typing import Any
 
 from moodgate.config import Settings
 from moodgate.emotion.base import Scorer
+from moodgate.emotion.explicit import ExplicitScorer, load_explicit
 from moodgate.emotion.heuristic import HeuristicScorer
 from moodgate.emotion.registry import ScorerUnavailable, create_scorer, default_model_dir
 from moodgate.runtime.adaptive import AdaptiveScorer
@@ -89,6 +90,32 @@ def adaptive_scorer(
     selector = SliceSelector(ladder, settings.latency_budget_ms, settings.worker_count, **extra)
     kept = {rung.key: slices.scorers[rung.key] for rung in ladder}
     return AdaptiveScorer(kept, selector, in_flight, settings.shed_overload)
+
+
+@dataclass
+class ExplicitModel:
+    """The explicit classifier the engine runs, or why there is none."""
+
+    scorer: ExplicitScorer | None
+    error: str | None = None  # set when it was wanted but could not be loaded
+
+    def state(self) -> dict[str, Any]:
+        if self.scorer is not None:
+            return {"model": self.scorer.name, "input_size": self.scorer.input_size}
+        return {"model": None, "error": self.error}
+
+
+def build_explicit(settings: Settings) -> ExplicitModel:
+    """The explicit classifier beside the emotion model; a missing or corrupt one is logged
+    and reported (rules testing `explicit` then never match), never fatal."""
+    if not settings.explicit:
+        return ExplicitModel(None)
+    model_dir = settings.model_dir or default_model_dir()
+    try:
+        return ExplicitModel(load_explicit(model_dir, SESSION_THREADS))
+    except Exception as exc:
+        log.warning("explicit classifier unavailable (%s): rules testing explicit never match", exc)
+        return ExplicitModel(None, f"cannot load the explicit classifier: {exc}")
 
 
 def wants_adaptive(settings: Settings) -> bool:

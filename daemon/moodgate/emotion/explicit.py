@@ -1,0 +1,90 @@
+"""How explicit a picture is (0…1), from the converted nsfwjs classifier: onnxruntime only.
+
+The classifier gives five probabilities (drawing, hentai, neutral, porn, sexy); policies test
+one number, `explicit`, their weighted sum (`explicit.json` names the weights). Like the
+emotion slices, the file is loaded only if its sha256 matches its manifest.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from moodgate.emotion.base import Emotion
+from moodgate.emotion.datasets import resize_rgb
+from moodgate.emotion.nested import ModelIntegrityError, sha256_file
+
+MANIFEST = "explicit.json"
+
+
+class ExplicitScorer:
+    """Rates RGB uint8 frames; `rate(frames)` gives one explicit value per frame."""
+
+    name = "nsfwjs-mobilenetv2"
+
+    def __init__(self, path: Path, spec: dict, intra_op_threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = intra_op_threads
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            str(path), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
+        self._input = self.session.get_inputs()[0].name
+        self.spec = spec
+        self.input_size = int(spec["input_size"])
+        self.classes = tuple(spec["classes"])
+        weights = spec["explicit_weights"]
+        self._weights = np.asarray([float(weights.get(c, 0.0)) for c in self.classes], np.float32)
+
+    def _prep(self, frame: np.ndarray) -> np.ndarray:
+        if frame.ndim == 2:
+            frame = np.stack([frame] * 3, -1)
+        if frame.shape[:2] != (self.input_size, self.input_size) or frame.shape[2] != 3:
+            frame = resize_rgb(frame, self.input_size)
+        return (frame.astype(np.float32) * (1.0 / 255.0)).transpose(2, 0, 1)
+
+    def probabilities(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        """(N, 5) class probabilities, in `self.classes` order."""
+        if not frames:
+            return np.zeros((0, len(self.classes)), np.float32)
+        x = np.stack([self._prep(f) for f in frames])
+        return self.session.run(None, {self._input: x})[0]
+
+    def rate(self, frames: Sequence[np.ndarray]) -> list[float]:
+        probs = self.probabilities(frames)
+        return [float(np.clip(v, 0.0, 1.0)) for v in probs @ self._weights]
+
+
+def load_explicit(model_dir: Path, intra_op_threads: int = 1) -> ExplicitScorer:
+    """Raises FileNotFoundError when no explicit model ships, ModelIntegrityError when its
+    bytes differ from the manifest."""
+    model_dir = Path(model_dir)
+    manifest_path = model_dir / MANIFEST
+    if not manifest_path.exists():
+        raise FileNotFoundError(f"no {MANIFEST} in {model_dir}")
+    spec = json.loads(manifest_path.read_text())
+    path = model_dir / spec["file"]
+    if not path.exists():
+        raise ModelIntegrityError(f"{path} is listed in {MANIFEST} but missing")
+    digest = sha256_file(path)
+    if digest != spec["sha256"]:
+        raise ModelIntegrityError(
+            f"{path}: sha256 {digest} does not match {MANIFEST}'s {spec['sha256']}"
+        )
+    return ExplicitScorer(path, spec, intra_op_threads)
+
+
+def with_explicit(
+    emotion: Emotion, explicit: ExplicitScorer | None, frames: Sequence[np.ndarray]
+) -> Emotion:
+    """`emotion` with `explicit` rated over `frames` (the most explicit frame counts); as it
+    is when no classifier is given."""
+    if explicit is None or not frames:
+        return emotion
+    return replace(emotion, explicit=max(explicit.rate(frames)))

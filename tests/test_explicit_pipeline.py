@@ -1,0 +1,136 @@
+"""`explicit` in the image and video pipelines: rated only for profiles whose rules test it,
+cached with the score, and deciding like valence and arousal do."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import numpy as np
+import pytest
+
+import video_factory as vf
+from moodgate.emotion.explicit import load_explicit
+from moodgate.emotion.heuristic import HeuristicScorer
+from moodgate.emotion.registry import default_model_dir
+from moodgate.pipeline import ImagePipeline
+from moodgate.policy import Action, Client, parse_policy
+from moodgate.video_pipeline import VideoPipeline, VideoRequest
+
+POLICY = """\
+version: 1
+children:
+  young:
+    users: [young]
+    preset: none
+    rules:
+      - name: explicit
+        when: "explicit > 0.5"
+        action: block
+  older:
+    users: [older]
+    preset: none
+    rules:
+      - name: lively
+        when: "arousal > 0.9"
+        action: block
+  preset:
+    users: [preset]
+    preset: 8-12
+  preset-off:
+    users: [preset-off]
+    preset: 8-12
+    rules:
+      - name: explicit
+        enabled: false
+default:
+  preset: none
+"""
+
+
+class FixedExplicit:
+    """Rates every frame the same, and counts how often it was asked."""
+
+    name = "fixed"
+    input_size = 32
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+        self.calls = 0
+        self.sizes: list[tuple[int, ...]] = []
+
+    def rate(self, frames: Sequence[np.ndarray]) -> list[float]:
+        self.calls += 1
+        self.sizes += [f.shape for f in frames]
+        return [self.value] * len(frames)
+
+
+def profile(user: str):
+    return parse_policy(POLICY).profile_for(Client("10.0.0.5", user), datetime.now().astimezone())
+
+
+def test_profiles_know_whether_they_test_explicit() -> None:
+    assert profile("young").tests_explicit
+    assert not profile("older").tests_explicit
+    assert profile("preset").tests_explicit  # every age preset has an explicit rule
+    assert not profile("preset-off").tests_explicit  # switched off by the parent
+
+
+def test_explicit_decides_and_is_rated_only_when_a_rule_reads_it(media) -> None:
+    explicit = FixedExplicit(0.8)
+    pipeline = ImagePipeline(HeuristicScorer(), explicit=explicit)  # type: ignore[arg-type]
+    verdict = pipeline.judge(media["calm.jpg"], profile("young"), "example.org")
+    assert verdict.action is Action.BLOCK and verdict.rule == "young/explicit"
+    assert verdict.emotion is not None and verdict.emotion.explicit == pytest.approx(0.8)
+    assert verdict.body is not None  # a same-size placeholder
+    # Frames reach the classifier at least at its input size.
+    assert all(min(shape[:2]) >= FixedExplicit.input_size for shape in explicit.sizes)
+
+    calls = explicit.calls
+    other = pipeline.judge(media["vivid.jpg"], profile("older"), "example.org")
+    assert other.emotion is not None and other.emotion.explicit is None
+    assert explicit.calls == calls  # nobody asked, so no time spent
+
+
+def test_a_cached_score_without_explicit_is_rated_when_a_profile_needs_it(media) -> None:
+    explicit = FixedExplicit(0.1)
+    pipeline = ImagePipeline(HeuristicScorer(), explicit=explicit)  # type: ignore[arg-type]
+    first = pipeline.judge(media["calm.jpg"], profile("older"), "example.org")
+    assert first.outcome == "scored" and first.emotion.explicit is None
+    # The event-loop fast path must not answer from an entry that lacks what the rule reads.
+    assert pipeline.judge_if_cached(media["calm.jpg"], profile("young"), "example.org") is None
+    second = pipeline.judge(media["calm.jpg"], profile("young"), "example.org")
+    assert second.outcome == "scored" and second.emotion.explicit == pytest.approx(0.1)
+    assert second.action is Action.PASS
+    # Now the entry carries it: both profiles are answered from the cache.
+    third = pipeline.judge_if_cached(media["calm.jpg"], profile("young"), "example.org")
+    assert third is not None and third.outcome == "cached"
+    assert pipeline.judge(media["calm.jpg"], profile("older"), "example.org").outcome == "cached"
+    assert explicit.calls == 1
+
+
+def test_without_a_classifier_explicit_rules_never_match(media) -> None:
+    pipeline = ImagePipeline(HeuristicScorer())
+    verdict = pipeline.judge(media["vivid.jpg"], profile("young"), "example.org")
+    assert verdict.action is Action.PASS and verdict.emotion.explicit is None
+
+
+def test_the_real_classifier_rates_every_format(media) -> None:
+    explicit = load_explicit(default_model_dir())
+    pipeline = ImagePipeline(HeuristicScorer(), explicit=explicit)
+    for name in ("calm.jpg", "vivid.webp", "vivid.avif", "alpha.png", "anim.gif"):
+        verdict = pipeline.judge(media[name], profile("young"), "example.org")
+        assert verdict.outcome == "scored", name
+        assert 0.0 <= verdict.emotion.explicit <= 1.0, name
+
+
+def test_video_frames_are_rated_and_the_most_explicit_one_counts() -> None:
+    explicit = FixedExplicit(0.7)
+    pipeline = VideoPipeline(HeuristicScorer(), explicit=explicit)  # type: ignore[arg-type]
+    request = VideoRequest(vf.mp4("calm"), "10.0.0.5/young", "example.org", "/clip.mp4")
+    verdict = pipeline.judge(request, profile("young"))
+    assert verdict.action is Action.BLOCK and verdict.emotion.explicit == pytest.approx(0.7)
+    assert pipeline.sampling.size >= FixedExplicit.input_size
+    calls = explicit.calls
+    assert pipeline.judge(request, profile("older")).emotion.explicit is None
+    assert explicit.calls == calls
