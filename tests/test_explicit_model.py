@@ -212,3 +212,39 @@ def test_a_tampered_or_missing_classifier_is_refused(tmp_path: Path) -> None:
         load_explicit(tmp_path)
     with pytest.raises(FileNotFoundError):
         load_explicit(tmp_path / "empty")
+
+
+def test_import_and_eval_commands(tmp_path: Path, media: dict[str, bytes]) -> None:
+    from click.testing import CliRunner
+
+    from moodgate.cli import main
+
+    package = tiny_package(tmp_path)
+    result = CliRunner().invoke(main, ["explicit", "import", str(package), "--out",
+                                       str(tmp_path / "out")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "parameters" in result.output and (tmp_path / "out" / "explicit.json").exists()
+    bad = CliRunner().invoke(main, ["explicit", "import", str(tmp_path), "--out", str(tmp_path)])
+    assert bad.exit_code != 0 and "npm pack" in bad.output
+
+    # OASIS-style names: the theme is the file name without its number.
+    images = tmp_path / "images"
+    images.mkdir()
+    rows = ["path,valence,arousal,scale_min,scale_max,category"]
+    for name, body in (("Nude test 1", "calm.jpg"), ("Wall 1", "vivid.jpg"),
+                       ("Cat 2", "calm.jpg")):  # fmt: skip
+        (images / f"{name}.jpg").write_bytes(media[body])
+        rows.append(f"images/{name}.jpg,4,4,1,7,{'Person' if 'Nude' in name else 'Object'}")
+    (tmp_path / "set.csv").write_text("\n".join(rows) + "\n")
+    result = CliRunner().invoke(main, ["explicit", "eval", "--data", str(tmp_path / "set.csv"),
+                                       "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert (report["images"], report["positives"]) == (3, 1)
+    assert [row["input_size"] for row in report["sizes"]] == [224, 192, 160, 128]
+    for row in report["sizes"]:
+        for threshold in row["thresholds"]:
+            assert threshold["hits"] <= 1 and threshold["false_blocks"] <= 2
+            assert threshold["negatives"] == 2
+    text = CliRunner().invoke(main, ["explicit", "eval", "--data", str(tmp_path / "set.csv")])
+    assert "| 224 |" in text.output and "explicit >" in text.output

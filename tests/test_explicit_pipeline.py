@@ -59,7 +59,10 @@ class FixedExplicit:
         self.calls = 0
         self.sizes: list[tuple[int, ...]] = []
 
-    def rate(self, frames: Sequence[np.ndarray]) -> list[float]:
+    def size_for(self, slice_width: float, slice_input: int) -> int:
+        return self.input_size
+
+    def rate(self, frames: Sequence[np.ndarray], size: int | None = None) -> list[float]:
         self.calls += 1
         self.sizes += [f.shape for f in frames]
         return [self.value] * len(frames)
@@ -134,3 +137,14 @@ def test_video_frames_are_rated_and_the_most_explicit_one_counts() -> None:
     calls = explicit.calls
     assert pipeline.judge(request, profile("older")).emotion.explicit is None
     assert explicit.calls == calls
+
+
+def test_explicit_steps_down_with_the_emotion_slice() -> None:
+    explicit = load_explicit(default_model_dir())
+    assert explicit.input_sizes == [128, 160, 192, 224]
+    assert explicit.size_for(1.0, 224) == 224  # beside the full model (or the heuristic)
+    assert explicit.size_for(0.5, 144) == 160
+    assert explicit.size_for(0.25, 96) == 128
+    assert explicit.size_for(0.125, 96) == 128
+    frames = [np.full((300, 200, 3), 90, np.uint8)]
+    assert explicit.rate(frames, 128) != explicit.rate(frames, 224)  # really run smaller

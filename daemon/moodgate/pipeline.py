@@ -252,12 +252,12 @@ class ImagePipeline:
             and (explicit is None or cached.emotion.explicit is not None)
         ):
             return cached, "cached"
-        size = max(scorer.input_size, explicit.input_size if explicit else 0)
+        explicit_size = explicit.size_for(scorer.width, scorer.input_size) if explicit else 0
         info, frames = frames_for_scoring(
-            data, size=size, limits=self.limits, max_frames=self.max_frames,
-            info=info, square=getattr(scorer, "square_input", False),
+            data, size=max(scorer.input_size, explicit_size), limits=self.limits,
+            max_frames=self.max_frames, info=info, square=getattr(scorer, "square_input", False),
         )  # fmt: skip
-        emotion = with_explicit(score(scorer, frames), explicit, frames)
+        emotion = with_explicit(score(scorer, frames), explicit, frames, explicit_size)
         entry = _Scored(info, emotion, scorer.name, scorer.width, scorer.precision)
         if key is not None:
             self.cache.put(key, entry)

@@ -266,7 +266,9 @@ class VideoPipeline:
         self.calmer = VideoCalmer(calmer or Calmer(scorer))
         self.inits = InitCache()
         self.memory = StreamMemory(hold=self.settings.hold_segments)
-        size = max(scorer.input_size, explicit.input_size if explicit else 0, 64)
+        # Video is scored on the slice chosen at start; explicit steps with it.
+        self.explicit_size = explicit.size_for(scorer.width, scorer.input_size) if explicit else 0
+        size = max(scorer.input_size, self.explicit_size, 64)
         self.sampling = replace(self.settings.sampling, size=size)
 
     @staticmethod
@@ -304,7 +306,7 @@ class VideoPipeline:
                                 init=init, deadline=deadline)
             emotion = clip_emotion(self.scorer.score_frames(clip.frames), clip.motion)
             if profile.tests_explicit:
-                emotion = with_explicit(emotion, self.explicit, clip.frames)
+                emotion = with_explicit(emotion, self.explicit, clip.frames, self.explicit_size)
             decision, held = profile.decide(emotion), False
             if segment:
                 decision, held = self.memory.decide(request.stream, decision)

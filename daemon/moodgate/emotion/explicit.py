@@ -38,26 +38,35 @@ class ExplicitScorer:
         self._input = self.session.get_inputs()[0].name
         self.spec = spec
         self.input_size = int(spec["input_size"])
+        self.input_sizes = sorted({self.input_size, *map(int, spec.get("input_sizes", []))})
         self.classes = tuple(spec["classes"])
         weights = spec["explicit_weights"]
         self._weights = np.asarray([float(weights.get(c, 0.0)) for c in self.classes], np.float32)
 
-    def _prep(self, frame: np.ndarray) -> np.ndarray:
+    def size_for(self, slice_width: float, slice_input: int) -> int:
+        """The input size to pair with an emotion slice: full size beside the full model;
+        beside a narrower slice (a small device, or a burst) the smallest size that is not
+        below the slice's own, so explicit steps down with it (explicit.md measures each)."""
+        if slice_width >= 1.0:
+            return self.input_size
+        return next((s for s in self.input_sizes if s >= slice_input), self.input_size)
+
+    def _prep(self, frame: np.ndarray, size: int) -> np.ndarray:
         if frame.ndim == 2:
             frame = np.stack([frame] * 3, -1)
-        if frame.shape[:2] != (self.input_size, self.input_size) or frame.shape[2] != 3:
-            frame = resize_rgb(frame, self.input_size)
+        if frame.shape[:2] != (size, size) or frame.shape[2] != 3:
+            frame = resize_rgb(frame, size)
         return (frame.astype(np.float32) * (1.0 / 255.0)).transpose(2, 0, 1)
 
-    def probabilities(self, frames: Sequence[np.ndarray]) -> np.ndarray:
-        """(N, 5) class probabilities, in `self.classes` order."""
+    def probabilities(self, frames: Sequence[np.ndarray], size: int | None = None) -> np.ndarray:
+        """(N, 5) class probabilities, in `self.classes` order, at `size` (default full)."""
         if not frames:
             return np.zeros((0, len(self.classes)), np.float32)
-        x = np.stack([self._prep(f) for f in frames])
+        x = np.stack([self._prep(f, size or self.input_size) for f in frames])
         return self.session.run(None, {self._input: x})[0]
 
-    def rate(self, frames: Sequence[np.ndarray]) -> list[float]:
-        probs = self.probabilities(frames)
+    def rate(self, frames: Sequence[np.ndarray], size: int | None = None) -> list[float]:
+        probs = self.probabilities(frames, size)
         return [float(np.clip(v, 0.0, 1.0)) for v in probs @ self._weights]
 
 
@@ -81,10 +90,13 @@ def load_explicit(model_dir: Path, intra_op_threads: int = 1) -> ExplicitScorer:
 
 
 def with_explicit(
-    emotion: Emotion, explicit: ExplicitScorer | None, frames: Sequence[np.ndarray]
+    emotion: Emotion,
+    explicit: ExplicitScorer | None,
+    frames: Sequence[np.ndarray],
+    size: int | None = None,
 ) -> Emotion:
-    """`emotion` with `explicit` rated over `frames` (the most explicit frame counts); as it
-    is when no classifier is given."""
+    """`emotion` with `explicit` rated over `frames` at `size` (the most explicit frame
+    counts); as it is when no classifier is given."""
     if explicit is None or not frames:
         return emotion
-    return replace(emotion, explicit=max(explicit.rate(frames)))
+    return replace(emotion, explicit=max(explicit.rate(frames, size)))

@@ -45,69 +45,78 @@ def evaluate_explicit(
     positive: Sequence[str] = DEFAULT_POSITIVE,
     thresholds: Sequence[float] = THRESHOLDS,
 ) -> dict[str, Any]:
+    """One row per input size the classifier offers (full size first)."""
     samples = load_all(data)
-    values, labels, categories, names, times = [], [], [], [], []
-    for sample in samples:
-        rgb = read_rgb(sample.path)
-        start = time.perf_counter()
-        values.append(scorer.rate([rgb])[0])
-        times.append((time.perf_counter() - start) * 1000)
-        labels.append(theme(sample.path).startswith(tuple(positive)))
-        categories.append(sample.category or "-")
-        names.append(sample.path.stem)
-    rated = np.asarray(values)
-    is_positive = np.asarray(labels, bool)
-    cats = np.asarray(categories)
+    images = [read_rgb(sample.path) for sample in samples]
+    is_positive = np.asarray([theme(s.path).startswith(tuple(positive)) for s in samples], bool)
+    cats = np.asarray([s.category or "-" for s in samples])
+    names = [s.path.stem for s in samples]
     result: dict[str, Any] = {
         "model": scorer.name,
-        "input_size": scorer.input_size,
         "images": len(samples),
         "positives": int(is_positive.sum()),
         "positive_themes": list(positive),
-        "auc": round(auc(rated[is_positive], rated[~is_positive]), 3),
-        "median_ms": round(float(np.median(times)), 2) if times else None,
-        "thresholds": [],
+        "sizes": [],
     }
-    for threshold in thresholds:
-        over = rated > threshold
-        by_category: dict[str, str] = defaultdict(str)
-        for cat in sorted(set(cats[~is_positive])):
-            negatives = ~is_positive & (cats == cat)
-            by_category[cat] = f"{int((over & negatives).sum())}/{int(negatives.sum())}"
-        result["thresholds"].append(
-            {
-                "explicit_over": threshold,
-                "hits": int((over & is_positive).sum()),
-                "false_blocks": int((over & ~is_positive).sum()),
-                "negatives": int((~is_positive).sum()),
-                "false_blocks_by_category": dict(by_category),
-            }
-        )
-    worst = np.argsort(-np.where(is_positive, -1.0, rated))[:10]
-    result["most_explicit_negatives"] = [
-        {"image": names[i], "explicit": round(float(rated[i]), 3)} for i in worst
-    ]
+    for size in sorted(scorer.input_sizes, reverse=True):
+        values, times = [], []
+        for rgb in images:
+            start = time.perf_counter()
+            values.append(scorer.rate([rgb], size)[0])
+            times.append((time.perf_counter() - start) * 1000)
+        rated = np.asarray(values)
+        row: dict[str, Any] = {
+            "input_size": size,
+            "auc": round(auc(rated[is_positive], rated[~is_positive]), 3),
+            "median_ms": round(float(np.median(times)), 2) if times else None,
+            "thresholds": [],
+        }
+        for threshold in thresholds:
+            over = rated > threshold
+            by_category: dict[str, str] = defaultdict(str)
+            for cat in sorted(set(cats[~is_positive])):
+                negatives = ~is_positive & (cats == cat)
+                by_category[cat] = f"{int((over & negatives).sum())}/{int(negatives.sum())}"
+            row["thresholds"].append(
+                {
+                    "explicit_over": threshold,
+                    "hits": int((over & is_positive).sum()),
+                    "false_blocks": int((over & ~is_positive).sum()),
+                    "negatives": int((~is_positive).sum()),
+                    "false_blocks_by_category": dict(by_category),
+                }
+            )
+        worst = np.argsort(-np.where(is_positive, -1.0, rated))[:10]
+        row["most_explicit_negatives"] = [
+            {"image": names[i], "explicit": round(float(rated[i]), 3)} for i in worst
+        ]
+        result["sizes"].append(row)
     return result
 
 
 def format_explicit(result: dict[str, Any]) -> str:
     themes = ", ".join(result["positive_themes"])
     lines = [
-        f"{result['model']} at {result['input_size']} px on {result['images']} images "
+        f"{result['model']} on {result['images']} images "
         f"({result['positives']} positives: themes starting {themes})",
-        f"AUC {result['auc']:.3f}; median {result['median_ms']} ms per image",
         "",
-        "| explicit > | hits | false blocks | false blocks by category |",
-        "|---|---|---|---|",
+        "| input | AUC | ms/img | explicit > | hits | false blocks | false blocks by category |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for row in result["thresholds"]:
-        share = row["false_blocks"] / max(1, row["negatives"])
-        cats = ", ".join(f"{k} {v}" for k, v in row["false_blocks_by_category"].items())
-        lines.append(
-            f"| {row['explicit_over']:g} | {row['hits']}/{result['positives']} | "
-            f"{row['false_blocks']}/{row['negatives']} ({share:.1%}) | {cats} |"
-        )
-    top = result["most_explicit_negatives"]
+    for row in result["sizes"]:
+        for i, t in enumerate(row["thresholds"]):
+            share = t["false_blocks"] / max(1, t["negatives"])
+            cats = ", ".join(f"{k} {v}" for k, v in t["false_blocks_by_category"].items())
+            head = (
+                f"| {row['input_size']} | {row['auc']:.3f} | {row['median_ms']} "
+                if i == 0
+                else "| | | "
+            )
+            lines.append(
+                f"{head}| {t['explicit_over']:g} | {t['hits']}/{result['positives']} | "
+                f"{t['false_blocks']}/{t['negatives']} ({share:.1%}) | {cats} |"
+            )
+    top = result["sizes"][0]["most_explicit_negatives"] if result["sizes"] else []
     worst = ", ".join(f"{w['image']} {w['explicit']:.2f}" for w in top)
-    lines += ["", f"most explicit negatives: {worst}"]
+    lines += ["", f"most explicit negatives at full size: {worst}"]
     return "\n".join(lines)

@@ -31,6 +31,7 @@ MODEL_SUBDIR = "dist/models/mobilenet_v2"
 ONNX_FILE = "explicit_nsfwjs_mnv2.onnx"
 MANIFEST_FILE = "explicit.json"
 CLASSES = ("drawing", "hentai", "neutral", "porn", "sexy")
+INPUT_STEPS = (192, 160, 128)
 # What policies test as `explicit` (0…1): sexual content counts fully, suggestive half, so the
 # presets' thresholds read as "how sure, how far": under-8 blocks a likely-suggestive picture
 # (0.5 · sexy > 0.3), 8–12 and teens only pornographic or hentai ones.
@@ -447,6 +448,9 @@ def convert(package: Path, out_dir: Path) -> dict[str, Any]:
         "classes": list(CLASSES),
         "explicit_weights": EXPLICIT_WEIGHTS,
         "input_size": model.input_size,
+        # The graph pools globally, so it also runs smaller: the cheaper sizes a narrow emotion
+        # slice is paired with (moodgate.emotion.explicit.ExplicitScorer.size_for).
+        "input_sizes": [model.input_size, *INPUT_STEPS],
         "input": "RGB, N×3×H×W float32, pixel / 255 (as nsfwjs); square resize, no crop",
         "parameters": int(sum(c.codes.size for c in model.weights.values())),
         "converted_by": "moodgate explicit import (moodgate.training.nsfwjs.convert)",
