@@ -70,6 +70,7 @@ def test_explicit_is_rated_recorded_and_decides(tmp_path: Path, media: dict[str,
         row = last_row_for(proxy, "/vivid.jpg", "strict")
         assert row["action"] == "block" and row["rule"] == "strict/explicit"
         assert 0.0 < row["explicit"] < 0.999
+        assert f"explicit={row['explicit']:.3f}" in (blocked.header("X-Moodgate") or "")
 
         passed = fetch_as(proxy, "lenient", origin.url("/calm.jpg"))
         assert passed.status == 200 and passed.body == media["calm.jpg"]

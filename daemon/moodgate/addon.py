@@ -488,6 +488,8 @@ def debug_header(verdict: Verdict) -> str:
     if verdict.emotion is not None:
         emotion = verdict.emotion
         parts += [f"valence={emotion.valence:.3f}", f"arousal={emotion.arousal:.3f}"]
+        if emotion.explicit is not None:
+            parts.append(f"explicit={emotion.explicit:.3f}")
     parts += [f"rule={verdict.rule}", f"outcome={verdict.outcome}"]
     return "; ".join(parts)
 
