@@ -6,7 +6,9 @@
 In-process, one thread, round-robin over the variants for every image (interleaved):
 - draft decode only: Pillow's reduced-size JPEG decode to the slice's input size
   (media.image.frames_for_scoring, exactly what the pipeline does first);
-- draft decode + model, for every slice;
+- draft decode + model, for every slice: the emotion slice and, because the default policy's
+  preset tests `explicit`, the explicit classifier at the size paired with that slice (the
+  pipeline decodes once, at the larger of the two sizes);
 - the whole pipeline (ImagePipeline.judge with the default policy), on images it passes.
 
 Then through real processes, one request at a time (no queueing), each image fetched through
@@ -43,7 +45,9 @@ from common import (
     temporary_corpus,
 )
 
-from moodgate.emotion import score
+from moodgate.emotion import Scorer, score
+from moodgate.emotion.explicit import ExplicitScorer, load_explicit, with_explicit
+from moodgate.emotion.registry import default_model_dir
 from moodgate.media.image import frames_for_scoring
 from moodgate.pipeline import ImagePipeline, ScoreCache
 from moodgate.policy import Action, default_policy
@@ -72,16 +76,34 @@ def timed(func: Callable[[], object]) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
+def explicit_classifier(model_dir: Path | None) -> ExplicitScorer | None:
+    try:
+        return load_explicit(model_dir or default_model_dir())
+    except (OSError, RuntimeError, ValueError, KeyError):
+        return None  # an older models/ without it: the floor is the emotion slice alone
+
+
+def judge_floor(data: bytes, scorer: Scorer, explicit: ExplicitScorer | None) -> None:
+    """Decode once, score the emotion, rate explicit: what the pass path cannot avoid."""
+    size = explicit.size_for(scorer.width, scorer.input_size) if explicit else 0
+    frames = frames_for_scoring(data, size=max(scorer.input_size, size))[1]
+    with_explicit(score(scorer, frames), explicit, frames, size)
+
+
 def in_process(images: list[bytes], args: argparse.Namespace, budget: Budget) -> dict:
     scorers, _ = load_bench_slices(args.model_dir)
+    explicit = explicit_classifier(args.model_dir)
     profile = default_policy().profile_for(PolicyClient("10.0.0.9", None),
                                            datetime.now().astimezone())  # fmt: skip
     samples: dict[str, list[float]] = {}
     passes: dict[str, list[float]] = {}
-    pipelines = {key: ImagePipeline(s, cache=ScoreCache(0)) for key, s in scorers.items()}
+    pipelines = {
+        key: ImagePipeline(s, cache=ScoreCache(0), explicit=explicit)
+        for key, s in scorers.items()
+    }
     for data in images:  # warm every session and decoder once
         for scorer in scorers.values():
-            score(scorer, frames_for_scoring(data, size=scorer.input_size)[1])
+            judge_floor(data, scorer, explicit)
     for _ in range(args.repeats):
         if budget.left() < 20:
             break
@@ -93,11 +115,7 @@ def in_process(images: list[bytes], args: argparse.Namespace, budget: Budget) ->
                     timed(lambda d=data, s=size: frames_for_scoring(d, size=s))
                 )
                 samples.setdefault(f"decode+{label}", []).append(
-                    timed(
-                        lambda d=data, s=scorer: score(
-                            s, frames_for_scoring(d, size=s.input_size)[1]
-                        )
-                    )
+                    timed(lambda d=data, s=scorer: judge_floor(d, s, explicit))
                 )
                 start = time.perf_counter()
                 verdict = pipelines[key].judge(data, profile, "bench.example")
@@ -118,6 +136,7 @@ def proxied(corpus, args: argparse.Namespace, budget: Budget) -> dict:  # type: 
     # The floor again, per image right beside its proxied pair, so the ratio compares like
     # with like on a machine whose background load drifts.
     scorers, _ = load_bench_slices(args.model_dir)
+    explicit = explicit_classifier(args.model_dir)
     beside: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="moodgate-floor-") as work:
         work_dir = Path(work)
@@ -142,9 +161,9 @@ def proxied(corpus, args: argparse.Namespace, budget: Budget) -> dict:  # type: 
                         mitm_ms.append(got["mitm"].seconds * 1000.0)
                         data = corpus.read(item)
                         for key, s in scorers.items():
-                            beside.setdefault(f"decode+{slice_label(key)}", []).append(timed(
-                                lambda d=data, s=s: score(s, frames_for_scoring(
-                                    d, size=s.input_size)[1])))  # fmt: skip
+                            beside.setdefault(f"decode+{slice_label(key)}", []).append(
+                                timed(lambda d=data, s=s: judge_floor(d, s, explicit))
+                            )
             for client in clients.values():
                 client.close()
         import sqlite3
@@ -185,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(["proxy: mitmdump alone", len(remote["mitm_ms"]),
                  percentile(remote["mitm_ms"], 50), percentile(remote["mitm_ms"], 95)])  # fmt: skip
     model = "the nested model" if has_model(args.model_dir) else "NO MODEL: heuristic scorer"
+    if explicit_classifier(args.model_dir) is not None:
+        model += " + the explicit classifier (decode+X = decode, slice X, explicit beside it)"
     print(f"{len(images)} images x {args.repeats} repeats, one thread, {model}")
     print(table(["what (per image)", "n", "median ms", "p95 ms"], rows))
     summary: dict[str, object] = {

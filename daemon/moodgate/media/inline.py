@@ -18,6 +18,7 @@ _DATA_URI = re.compile(
     rb"((?:[A-Za-z0-9+/]+|\\/)+(?:=|\\x3[dD]|\\u003[dD]){0,2})"
 )
 _PADDING = (b"\\u003d", b"\\u003D", b"\\x3d", b"\\x3D")
+_PADDING_FORM = re.compile(rb"=|\\x3[dD]|\\u003[dD]")
 
 
 @dataclass(frozen=True)
@@ -26,16 +27,20 @@ class InlineImage:
     end: int
     data: bytes  # the decoded image file
     escaped_slash: bool
-    padding: bytes  # how '=' was written: b"=", b"\\x3d", b"\\u003d"…; b"" for left out
+    padding: tuple[bytes, ...]  # how each '=' was written (b"=", b"\\x3d"…); () if left out
 
     def payload_for(self, data: bytes) -> bytes:
-        """`data` in base64, escaped the way the original payload was."""
+        """`data` in base64, escaped the way the original payload was: each '=' as the
+        original wrote its '=' in that place (the last form repeats), none if it left them out."""
         encoded = base64.b64encode(data)
         if self.escaped_slash:
             encoded = encoded.replace(b"/", b"\\/")
-        if self.padding != b"=":  # escaped, or left out
-            encoded = encoded.replace(b"=", self.padding)
-        return encoded
+        body = encoded.rstrip(b"=")
+        count = len(encoded) - len(body)
+        if not self.padding:
+            return body
+        forms = [self.padding[min(i, len(self.padding) - 1)] for i in range(count)]
+        return body + b"".join(forms)
 
 
 def find_inline_images(text: bytes, min_bytes: int = 0, limit: int = 1000) -> list[InlineImage]:
@@ -45,7 +50,8 @@ def find_inline_images(text: bytes, min_bytes: int = 0, limit: int = 1000) -> li
         payload = match.group(1)
         if len(payload) * 3 // 4 < min_bytes:
             continue
-        padding = next((p for p in (*_PADDING, b"=") if p in payload), b"")
+        tail = re.search(rb"(?:=|\\x3[dD]|\\u003[dD])*$", payload)
+        padding = tuple(_PADDING_FORM.findall(tail.group(0))) if tail else ()
         plain = payload.replace(b"\\/", b"/")
         for escaped in _PADDING:
             plain = plain.replace(escaped, b"=")
