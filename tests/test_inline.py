@@ -74,9 +74,23 @@ PIECES = [b"data:image/png;base64,", b"data:image/jpeg;base64,", b"iVBORw0KGgo",
 # Padding written two ways in one payload (found by this test): each '=' keeps its form.
 @example([b"data:image/png;base64,", b"iVBORw0KGgo", b"iVBORw0KGgo", b"/9j/4AAQ", b"\\x3d",
           b"\\u003d"], b"")
+@example([b"data:image/png;base64,", b"iVBORw0KGgo", b"/9j/4AAQ", b"\\/"], b"")
 def test_any_text_is_read_without_error_and_written_back_unchanged(
     pieces: list[bytes], noise: bytes
 ) -> None:
     text = b"".join(pieces) + noise
     found = find_inline_images(text)
     assert replace_inline_images(text, {image: image.data for image in found}) == text
+
+
+def test_padding_written_two_ways_keeps_each_form_for_a_new_picture() -> None:
+    image, other = b"\x01\x02\x03\x04", b"\x05\x06\x07\x08"  # 4 bytes: two '=' each
+    payload = b64(image)
+    assert payload.endswith(b"==")
+    text = b"x='data:image/png;base64," + payload[:-2] + b"\\x3d\\u003d';"
+    (found,) = find_inline_images(text)
+    assert found.data == image and found.padding == (b"\\x3d", b"\\u003d")
+    swapped = replace_inline_images(text, {found: other})
+    assert swapped == b"x='data:image/png;base64," + b64(other)[:-2] + b"\\x3d\\u003d';"
+    (again,) = find_inline_images(swapped)
+    assert again.data == other

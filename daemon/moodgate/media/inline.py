@@ -75,7 +75,11 @@ def replace_inline_images(text: bytes, replacements: dict[InlineImage, bytes]) -
     parts: list[bytes] = []
     position = 0
     for image in sorted(replacements, key=lambda i: i.start):
-        parts += [text[position : image.start], image.payload_for(replacements[image])]
+        new = replacements[image]
+        # The same picture keeps its payload exactly, however oddly it was escaped (a mix of
+        # '/' and '\\/' is valid JavaScript; a new picture is escaped one way throughout).
+        payload = text[image.start : image.end] if new == image.data else image.payload_for(new)
+        parts += [text[position : image.start], payload]
         position = image.end
     parts.append(text[position:])
     return b"".join(parts)
