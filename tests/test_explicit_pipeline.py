@@ -3,19 +3,27 @@ cached with the score, and deciding like valence and arousal do."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
 
 import video_factory as vf
+from moodgate.config import Settings
 from moodgate.emotion.explicit import load_explicit
 from moodgate.emotion.heuristic import HeuristicScorer
 from moodgate.emotion.registry import default_model_dir
 from moodgate.pipeline import ImagePipeline
 from moodgate.policy import Action, Client, parse_policy
+from moodgate.runtime import AdaptiveScorer, SliceSelector, SliceTiming, build_ladder
+from moodgate.runtime.build import load_slices
+from moodgate.runtime.calibration import Calibrator, format_table
 from moodgate.video_pipeline import VideoPipeline, VideoRequest
+from runtime_fakes import FakeLoader, FakeSlice, write_manifest
 
 POLICY = """\
 version: 1
@@ -148,3 +156,43 @@ def test_explicit_steps_down_with_the_emotion_slice() -> None:
     assert explicit.size_for(0.125, 96) == 128
     frames = [np.full((300, 200, 3), 90, np.uint8)]
     assert explicit.rate(frames, 128) != explicit.rate(frames, 224)  # really run smaller
+
+
+class SleepyExplicit(FixedExplicit):
+    """Takes real time, as the adaptive scorer's model clock is real."""
+
+    spec: ClassVar[dict[str, str]] = {"sha256": "e" * 64}
+
+    def size_for(self, slice_width: float, slice_input: int) -> int:
+        return 224 if slice_width >= 1.0 else 128
+
+    def rate(self, frames: Sequence[np.ndarray], size: int | None = None) -> list[float]:
+        time.sleep(0.03)
+        return super().rate(frames, size)
+
+
+def test_calibration_times_each_slice_with_its_explicit_pairing(tmp_path: Path) -> None:
+    write_manifest(tmp_path / "models")
+    settings = Settings(state_dir=tmp_path / "state", model_dir=tmp_path / "models")
+    calibrator = Calibrator(min_runs=3, max_runs=3, seconds=0.0, warmup=0)
+    alone = load_slices(settings, FakeLoader(), calibrator)
+    assert alone.table.identity.explicit_sha256 == "none"
+    assert all(t.p50_ms < 20 for t in alone.table.slices)
+    explicit = SleepyExplicit(0.1)
+    paired = load_slices(settings, FakeLoader(), calibrator, explicit=explicit)  # type: ignore[arg-type]
+    assert paired.measured_now  # switching explicit on is a different table, measured again
+    assert paired.table.identity.explicit_sha256 == "e" * 64
+    assert all(t.p50_ms >= 30 for t in paired.table.slices)
+    assert "explicit classifier paired" in format_table(paired.table, None)[0]
+    again = load_slices(settings, FakeLoader(), calibrator, explicit=explicit)  # type: ignore[arg-type]
+    assert not again.measured_now
+
+
+def test_the_explicit_rating_counts_as_the_slice_model_time(media) -> None:
+    timings = [SliceTiming(1.0, "int8", 64, 40.0, 45.0, 40.0, 20)]
+    slices = {t.key: FakeSlice(*t.key) for t in timings}
+    scorer = AdaptiveScorer(slices, SliceSelector(build_ladder(timings), 150.0, 2), lambda: 0)
+    pipeline = ImagePipeline(scorer, explicit=SleepyExplicit(0.1))  # type: ignore[arg-type]
+    verdict = pipeline.judge(media["calm.jpg"], profile("young"), "example.org")
+    assert verdict.outcome == "scored" and verdict.emotion.explicit == pytest.approx(0.1)
+    assert scorer._model_time.ms >= 30  # what the selector reads as the slice's own time

@@ -50,9 +50,11 @@ class Engine:
         self.settings = settings
         # Adaptive over every slice when the model is there (runtime/); in_flight is read
         # when a worker picks a slice, so it needs the engine's live counter.
-        self.scorer = build_scorer(settings, in_flight=lambda: self.in_flight)
-        self.adaptive = self.scorer if isinstance(self.scorer, AdaptiveScorer) else None
         self.explicit = build_explicit(settings)
+        self.scorer = build_scorer(
+            settings, in_flight=lambda: self.in_flight, explicit=self.explicit.scorer
+        )
+        self.adaptive = self.scorer if isinstance(self.scorer, AdaptiveScorer) else None
         self.pipeline = ImagePipeline(
             self.scorer,
             Calmer(self.scorer, StyleBank.default()),

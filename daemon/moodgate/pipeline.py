@@ -6,6 +6,7 @@ thread, in the CLI and in tests alike. The addon only moves bytes between flows 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 from collections import OrderedDict
@@ -257,7 +258,10 @@ class ImagePipeline:
             data, size=max(scorer.input_size, explicit_size), limits=self.limits,
             max_frames=self.max_frames, info=info, square=getattr(scorer, "square_input", False),
         )  # fmt: skip
-        emotion = with_explicit(score(scorer, frames), explicit, frames, explicit_size)
+        emotion = score(scorer, frames)
+        timed = getattr(scorer, "timed", None)  # an adaptive slice counts it as model time
+        with timed() if timed is not None and explicit is not None else contextlib.nullcontext():
+            emotion = with_explicit(emotion, explicit, frames, explicit_size)
         entry = _Scored(info, emotion, scorer.name, scorer.width, scorer.precision)
         if key is not None:
             self.cache.put(key, entry)

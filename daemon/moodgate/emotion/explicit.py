@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from moodgate.emotion.base import Emotion
+from moodgate.emotion.base import Emotion, Scorer
 from moodgate.emotion.datasets import resize_rgb
 from moodgate.emotion.nested import ModelIntegrityError, sha256_file
 
@@ -87,6 +87,25 @@ def load_explicit(model_dir: Path, intra_op_threads: int = 1) -> ExplicitScorer:
             f"{path}: sha256 {digest} does not match {MANIFEST}'s {spec['sha256']}"
         )
     return ExplicitScorer(path, spec, intra_op_threads)
+
+
+class WithExplicit:
+    """An emotion slice paired with the explicit classifier at the size that goes with it:
+    what one picture costs under a policy that tests `explicit` (calibration times this)."""
+
+    def __init__(self, scorer: Scorer, explicit: ExplicitScorer) -> None:
+        self.scorer = scorer
+        self.explicit = explicit
+        self.name = scorer.name
+        self.width = scorer.width
+        self.precision = scorer.precision
+        self.input_size = scorer.input_size
+        self.size = explicit.size_for(scorer.width, scorer.input_size)
+
+    def score_frames(self, frames: Sequence[np.ndarray]) -> list[Emotion]:
+        emotions = self.scorer.score_frames(frames)
+        rated = self.explicit.rate(frames, self.size)
+        return [replace(e, explicit=x) for e, x in zip(emotions, rated, strict=True)]
 
 
 def with_explicit(

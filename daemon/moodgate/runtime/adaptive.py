@@ -7,9 +7,10 @@ decision. Everything else (the calm loop, the CLI) just calls `score_frames`.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -125,9 +126,16 @@ class _Timed:
         self.square_input = getattr(scorer, "square_input", False)
 
     def score_frames(self, frames: Sequence[np.ndarray]) -> list[Emotion]:
+        with self.timed():
+            return self.scorer.score_frames(frames)
+
+    @contextlib.contextmanager
+    def timed(self) -> Iterator[None]:
+        """Charge a block's time to this item's model time: the explicit rating paired with the
+        slice, which calibration timed together with it."""
         start = time.perf_counter()
         try:
-            return self.scorer.score_frames(frames)
+            yield
         finally:
             if getattr(self.clock, "ms", None) is not None:
                 self.clock.ms += (time.perf_counter() - start) * 1000.0

@@ -12,7 +12,7 @@ from typing import Any
 
 from moodgate.config import Settings
 from moodgate.emotion.base import Scorer
-from moodgate.emotion.explicit import ExplicitScorer, load_explicit
+from moodgate.emotion.explicit import ExplicitScorer, WithExplicit, load_explicit
 from moodgate.emotion.heuristic import HeuristicScorer
 from moodgate.emotion.registry import ScorerUnavailable, create_scorer, default_model_dir
 from moodgate.runtime.adaptive import AdaptiveScorer
@@ -66,15 +66,22 @@ def load_slices(
     calibrator: Calibrator | None = None,
     force: bool = False,
     threads: int = SESSION_THREADS,
+    explicit: ExplicitScorer | None = None,
 ) -> SliceSet:
+    """With `explicit`, each slice is timed together with the classifier at its paired size:
+    the age presets test `explicit`, so that is what a picture costs on each rung."""
     loader = loader or load_nested_slice
     model_dir = settings.model_dir or default_model_dir()
     entries = manifest_entries(read_manifest(model_dir))
     keys = ordered_keys(list(entries))
     scorers = {key: loader(model_dir, key[0], key[1], threads) for key in keys}
-    identity = MachineIdentity.detect(model_dir / "manifest.json", threads)
+    explicit_sha = str(explicit.spec["sha256"]) if explicit is not None else "none"
+    identity = MachineIdentity.detect(model_dir / "manifest.json", threads, explicit_sha)
+    timed: dict[SliceKey, Scorer] = (
+        {key: WithExplicit(s, explicit) for key, s in scorers.items()} if explicit else scorers
+    )
     table, measured = calibrate(
-        CalibrationCache(settings.state_dir), identity, scorers, entries, calibrator, force
+        CalibrationCache(settings.state_dir), identity, timed, entries, calibrator, force
     )
     return SliceSet(scorers, entries, table, measured)
 
@@ -126,6 +133,7 @@ def build_scorer(
     settings: Settings,
     in_flight: Callable[[], int] = lambda: 0,
     loader: SliceLoader | None = None,
+    explicit: ExplicitScorer | None = None,
 ) -> Scorer:
     """The engine's scorer. `auto` without a usable model falls back to the heuristic."""
     model_dir = settings.model_dir or default_model_dir()
@@ -134,7 +142,7 @@ def build_scorer(
             settings.scorer, settings.model_dir, settings.model_width, settings.precision
         )
     try:
-        slices = load_slices(settings, loader)
+        slices = load_slices(settings, loader, explicit=explicit)
     except Exception as exc:
         if settings.scorer == "nested":
             raise ScorerUnavailable(f"cannot load the model from {model_dir}: {exc}") from exc

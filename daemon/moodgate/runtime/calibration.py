@@ -46,9 +46,13 @@ class MachineIdentity:
     manifest_sha256: str
     threads: int  # intra-op threads per inference session, as the daemon runs them
     version: int = CALIBRATION_VERSION
+    # sha256 of the explicit classifier timed with every slice; "none": slices timed alone.
+    explicit_sha256: str = "none"
 
     @classmethod
-    def detect(cls, manifest: Path | None, threads: int) -> MachineIdentity:
+    def detect(
+        cls, manifest: Path | None, threads: int, explicit_sha256: str = "none"
+    ) -> MachineIdentity:
         digest = hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest else "none"
         return cls(
             cpu_model=cpu_model(),
@@ -56,6 +60,7 @@ class MachineIdentity:
             cpu_quota=CgroupQuota().cores(),
             manifest_sha256=digest,
             threads=threads,
+            explicit_sha256=explicit_sha256,
         )
 
 
@@ -304,9 +309,13 @@ def format_table(table: CalibrationTable, chosen: SliceKey | None,
                  current: SliceKey | None = None) -> list[str]:  # fmt: skip
     identity = table.identity
     quota = "none" if identity.cpu_quota is None else f"{identity.cpu_quota:g} cores"
+    paired = ""
+    if identity.explicit_sha256 != "none":
+        paired = "; times include the explicit classifier paired with each slice"
     lines = [
         f"calibrated {table.measured_at} in {table.seconds:g} s on {identity.cpu_model}, "
-        f"{identity.cores} cores, quota {quota}, {identity.threads} thread(s) per session",
+        f"{identity.cores} cores, quota {quota}, {identity.threads} thread(s) per session"
+        f"{paired}",
         f"{'slice':<12} {'input':>5} {'MFLOPs':>7} {'p50 ms':>8} {'p95 ms':>8}  accuracy",
     ]
     for s in table.slices:

@@ -9,7 +9,7 @@ import click
 
 from moodgate.config import ConfigError, load_settings
 from moodgate.emotion.registry import default_model_dir
-from moodgate.runtime.build import load_slices
+from moodgate.runtime.build import build_explicit, load_slices
 from moodgate.runtime.calibration import Calibrator
 from moodgate.runtime.status import runtime_status, runtime_status_lines
 
@@ -43,7 +43,9 @@ def calibrate_command(
     if not manifest.exists():
         raise click.ClickException(f"no model to calibrate: {manifest} does not exist")
     try:
-        slices = load_slices(settings, calibrator=Calibrator(seconds=seconds), force=not cached)
+        explicit = build_explicit(settings).scorer
+        slices = load_slices(settings, calibrator=Calibrator(seconds=seconds), force=not cached,
+                             explicit=explicit)  # fmt: skip
     except Exception as exc:
         raise click.ClickException(f"cannot load the model slices: {exc}") from exc
     budget = settings.latency_budget_ms
