@@ -34,6 +34,7 @@ from PIL import Image
 
 from moodgate.calm import Calmer, StyleBank
 from moodgate.emotion.base import Scorer, VATarget, aggregate
+from moodgate.emotion.explicit import ExplicitScorer, WithExplicit, load_explicit
 from moodgate.emotion.registry import create_scorer, default_model_dir
 from moodgate.media import MediaKind, video
 from moodgate.media.video import Sampling
@@ -126,9 +127,16 @@ def judge_score(
 
 
 def judge_calm(
-    body: bytes, kind: MediaKind, scorer: Scorer, calmer: VideoCalmer, sampling: Sampling
+    body: bytes,
+    kind: MediaKind,
+    judge: Scorer,
+    scorer: Scorer,
+    calmer: VideoCalmer,
+    sampling: Sampling,
 ) -> None:
-    clip, _ = judge_score(body, kind, scorer, sampling)
+    """`judge` scores the clip (with explicit where paired); the calm plan uses `scorer`
+    alone, as the pipeline does."""
+    clip, _ = judge_score(body, kind, judge, sampling)
     before = aggregate(scorer.score_frames(clip.frames))
     plan = calmer.plan(
         clip.frames, frame_target(TARGET, clip.motion), before, clip.info.width, strength=None
@@ -136,14 +144,22 @@ def judge_calm(
     video.recode(body, kind, plan.mapping)
 
 
-def run(scorer: Scorer, size_name: str, seconds: float, repeat: int, fps: float) -> list[Result]:
+def run(
+    scorer: Scorer,
+    size_name: str,
+    seconds: float,
+    repeat: int,
+    fps: float,
+    explicit: ExplicitScorer | None = None,
+) -> list[Result]:
+    judge: Scorer = WithExplicit(scorer, explicit) if explicit is not None else scorer
     pictures = frames(SIZES[size_name], seconds)
     progressive = encode(pictures, "mp4")
     step = 2 * FPS
     segments = [
         encode(pictures[i : i + step], "mpegts", start=i) for i in range(0, len(pictures), step)
     ]
-    sampling = Sampling(fps=fps, size=max(scorer.input_size, 64))
+    sampling = Sampling(fps=fps, size=max(judge.input_size, 64))
     calmer = VideoCalmer(Calmer(scorer, StyleBank.default()))
     results = []
     for layout, bodies, kind in (
@@ -155,25 +171,37 @@ def run(scorer: Scorer, size_name: str, seconds: float, repeat: int, fps: float)
         for _ in range(repeat):
             start, cpu = time.perf_counter(), time.process_time()
             for body in bodies:
-                clip, _ = judge_score(body, kind, scorer, sampling)
+                clip, _ = judge_score(body, kind, judge, sampling)
                 decoded += clip.decoded
                 scored += len(clip.frames)
             score_times.append(time.perf_counter() - start)
             score_cpu.append(time.process_time() - cpu)
             start, cpu = time.perf_counter(), time.process_time()
             for body in bodies:
-                judge_calm(body, kind, scorer, calmer, sampling)
+                judge_calm(body, kind, judge, scorer, calmer, sampling)
             calm_times.append(time.perf_counter() - start)
             calm_cpu.append(time.process_time() - cpu)
         size = sum(len(b) for b in bodies)
         results.append(Result(
-            scorer.name, sampling.fps, scorer.width, size_name, layout, seconds,
+            judge.name, sampling.fps, scorer.width, size_name, layout, seconds,
             round(size * 8 / seconds / 1e6, 2),
             round(seconds / min(score_times), 1), round(seconds / min(calm_times), 2),
             round(seconds / min(score_cpu), 1), round(seconds / min(calm_cpu), 2),
             round(decoded / repeat / len(pictures), 3), scored // repeat,
         ))  # fmt: skip
     return results
+
+
+def explicit_classifier(wanted: bool) -> ExplicitScorer | None:
+    """The explicit classifier, rated beside every scorer as under the default policy (every
+    age preset tests `explicit`), when it ships and is wanted."""
+    if not wanted:
+        return None
+    try:
+        return load_explicit(default_model_dir())
+    except (OSError, RuntimeError, ValueError, KeyError) as exc:
+        print(f"explicit classifier not used: {exc}", file=sys.stderr)
+        return None
 
 
 def scorers(kind: str) -> list[Scorer]:
@@ -210,7 +238,10 @@ def main() -> None:
         help="scored frames per second of video (the video_sample_fps setting)",
     )
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--no-explicit", action="store_true",
+                        help="score without the explicit classifier (policies that never test it)")
     args = parser.parse_args()
+    explicit = explicit_classifier(not args.no_explicit)
     rows: list[Result] = []
     print(
         f"cores: {os.cpu_count()}, load: {os.getloadavg()[0]:.2f}, sample fps: {args.fps}",
@@ -224,7 +255,7 @@ def main() -> None:
     print(header)
     for scorer in scorers(args.scorer):
         for size in args.sizes.split(","):
-            for r in run(scorer, size, args.seconds, args.repeat, args.fps):
+            for r in run(scorer, size, args.seconds, args.repeat, args.fps, explicit):
                 rows.append(r)
                 print(
                     f"{r.scorer:10} {r.width:5.2f} {r.size:5} {r.layout:12} "

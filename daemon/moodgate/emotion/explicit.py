@@ -96,11 +96,12 @@ class WithExplicit:
     def __init__(self, scorer: Scorer, explicit: ExplicitScorer) -> None:
         self.scorer = scorer
         self.explicit = explicit
-        self.name = scorer.name
+        self.name = f"{scorer.name}+explicit"
         self.width = scorer.width
         self.precision = scorer.precision
-        self.input_size = scorer.input_size
         self.size = explicit.size_for(scorer.width, scorer.input_size)
+        # Decoders aim for the larger of the two sizes, as the pipeline does.
+        self.input_size = max(scorer.input_size, self.size)
 
     def score_frames(self, frames: Sequence[np.ndarray]) -> list[Emotion]:
         emotions = self.scorer.score_frames(frames)
