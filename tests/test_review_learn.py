@@ -245,3 +245,22 @@ def test_engine_applies_learnt_adjustments_and_schedules_the_refit(tmp_path: Pat
     finally:
         engine.review.stop()
         engine.executor.shutdown(wait=False)
+
+
+def test_parents_marking_false_explicit_blocks_fine_raise_the_threshold() -> None:
+    """The explicit classifier blocks skin-toned photos at 0.5; a family that marks those as
+    fine (and agrees with blocks above 0.8) moves the rule towards 0.8."""
+    policy = parse_policy(
+        "version: 1\nchildren:\n  sam:\n    users: [sam]\n    preset: 8-12\ndefault:\n"
+        "  preset: none\n"
+    )
+    profile = policy.profile_named("sam", datetime.now(UTC))
+    rng = np.random.default_rng(4)
+    items = []
+    for explicit in rng.uniform(0, 1, 300):
+        # Calm, pleasant pictures: only the explicit rule can touch them.
+        emotion = Emotion(0.3, -0.5, float(explicit))
+        wanted = Action.BLOCK if explicit > 0.8 else Action.PASS
+        items.append(LabelledItem(emotion, wanted, profile))
+    shifts = fit_shifts(items)
+    assert 0.5 + shifts["explicit"][0] == pytest.approx(0.8, abs=0.05)
