@@ -16,7 +16,7 @@ import numpy as np
 
 from moodgate.emotion.base import Emotion, Scorer
 from moodgate.emotion.datasets import resize_rgb
-from moodgate.emotion.nested import ModelIntegrityError, sha256_file
+from moodgate.emotion.nested import verified_file
 
 MANIFEST = "explicit.json"
 
@@ -78,15 +78,7 @@ def load_explicit(model_dir: Path, intra_op_threads: int = 1) -> ExplicitScorer:
     if not manifest_path.exists():
         raise FileNotFoundError(f"no {MANIFEST} in {model_dir}")
     spec = json.loads(manifest_path.read_text())
-    path = model_dir / spec["file"]
-    if not path.exists():
-        raise ModelIntegrityError(f"{path} is listed in {MANIFEST} but missing")
-    digest = sha256_file(path)
-    if digest != spec["sha256"]:
-        raise ModelIntegrityError(
-            f"{path}: sha256 {digest} does not match {MANIFEST}'s {spec['sha256']}"
-        )
-    return ExplicitScorer(path, spec, intra_op_threads)
+    return ExplicitScorer(verified_file(model_dir, spec, MANIFEST), spec, intra_op_threads)
 
 
 class WithExplicit:

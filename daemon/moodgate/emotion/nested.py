@@ -42,6 +42,19 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def verified_file(model_dir: Path, spec: dict, listed_in: str) -> Path:
+    """`spec["file"]` in `model_dir`, after checking that its bytes match `spec["sha256"]`."""
+    path = Path(model_dir) / spec["file"]
+    if not path.exists():
+        raise ModelIntegrityError(f"{path} is listed in {listed_in} but missing")
+    digest = sha256_file(path)
+    if digest != spec["sha256"]:
+        raise ModelIntegrityError(
+            f"{path}: sha256 {digest} does not match {listed_in}'s {spec['sha256']}"
+        )
+    return path
+
+
 def _describe(slices: Sequence[dict]) -> str:
     return ", ".join(f"{s['width']:g}/{s['precision']}" for s in slices)
 
@@ -138,12 +151,5 @@ def load_scorer(
     """Load the slice nearest below `width` (None = widest) after checking its sha256."""
     model_dir = Path(model_dir)
     spec = pick_slice(load_manifest(model_dir), width, precision)
-    path = model_dir / spec["file"]
-    if not path.exists():
-        raise ModelIntegrityError(f"{path} is listed in the manifest but missing")
-    digest = sha256_file(path)
-    if digest != spec["sha256"]:
-        raise ModelIntegrityError(
-            f"{path}: sha256 {digest} does not match the manifest's {spec['sha256']}"
-        )
+    path = verified_file(model_dir, spec, "the manifest")
     return NestedOnnxScorer(path, spec, intra_op_threads, batch_size)
