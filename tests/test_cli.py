@@ -36,6 +36,13 @@ def test_score_json_lines(images) -> None:
         assert {"file", "valence", "arousal", "scorer", "width", "precision"} <= line.keys()
         assert -1 <= line["valence"] <= 1 and -1 <= line["arousal"] <= 1
     assert lines[0]["arousal"] < lines[1]["arousal"]
+    assert all(0.0 <= line["explicit"] <= 1.0 for line in lines)  # the shipped classifier
+    unrated = CliRunner().invoke(
+        main, ["score", "--json", "--scorer", "heuristic", "--no-explicit", str(images["calm.jpg"])]
+    )
+    assert json.loads(unrated.output)["explicit"] is None
+    text = CliRunner().invoke(main, ["score", "--scorer", "heuristic", str(images["calm.jpg"])])
+    assert "\texplicit=" in text.output
 
 
 def test_score_reports_bad_files_and_exits_non_zero(images, tmp_path) -> None:

@@ -230,12 +230,14 @@ def score_command(
             explicit = load_explicit(model_dir or default_model_dir())
         except (OSError, RuntimeError, ValueError, KeyError) as exc:
             click.echo(f"moodgate: explicit not rated: {exc}", err=True)
-    size = max(scorer.input_size, explicit.input_size if explicit else 0)
+    # As the proxy does: explicit at the size paired with the slice (full size beside w1).
+    explicit_size = explicit.size_for(scorer.width, scorer.input_size) if explicit else 0
     failures = 0
     for path in files:
         try:
-            _, frames = frames_for_scoring(path.read_bytes(), size=size)
-            emotion = with_explicit(score(scorer, frames), explicit, frames)
+            data = path.read_bytes()
+            _, frames = frames_for_scoring(data, size=max(scorer.input_size, explicit_size))
+            emotion = with_explicit(score(scorer, frames), explicit, frames, explicit_size)
         except (OSError, MediaError) as exc:
             click.echo(f"moodgate: {path}: {exc}", err=True)
             failures += 1
