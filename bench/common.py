@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from moodgate.emotion.base import Scorer
+from moodgate.emotion.explicit import ExplicitScorer
 
 REPO = Path(__file__).resolve().parents[1]
 OASIS = REPO.parent / "shared" / "data" / "oasis"
@@ -198,6 +199,20 @@ def load_bench_slices(
         for key in ordered_keys(list(entries))
     }
     return scorers, {k: dict(v) for k, v in entries.items()}
+
+
+def load_bench_explicit(model_dir: Path | None, wanted: bool = True) -> ExplicitScorer | None:
+    """The explicit classifier, rated beside every slice as under the default policy (every
+    age preset tests `explicit`); None when not wanted or not shipped (an older models/)."""
+    from moodgate.emotion.explicit import load_explicit
+
+    if not wanted:
+        return None
+    try:
+        return load_explicit(model_dir_or_default(model_dir))
+    except (OSError, RuntimeError, ValueError, KeyError) as exc:
+        print(f"explicit classifier not used: {exc}", file=sys.stderr)
+        return None
 
 
 def has_model(model_dir: Path | None) -> bool:

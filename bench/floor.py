@@ -38,6 +38,7 @@ from common import (
     Moodgate,
     OriginServer,
     has_model,
+    load_bench_explicit,
     load_bench_slices,
     percentile,
     running,
@@ -46,8 +47,7 @@ from common import (
 )
 
 from moodgate.emotion import Scorer, score
-from moodgate.emotion.explicit import ExplicitScorer, load_explicit, with_explicit
-from moodgate.emotion.registry import default_model_dir
+from moodgate.emotion.explicit import ExplicitScorer, WithExplicit
 from moodgate.media.image import frames_for_scoring
 from moodgate.pipeline import ImagePipeline, ScoreCache
 from moodgate.policy import Action, default_policy
@@ -76,23 +76,16 @@ def timed(func: Callable[[], object]) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
-def explicit_classifier(model_dir: Path | None) -> ExplicitScorer | None:
-    try:
-        return load_explicit(model_dir or default_model_dir())
-    except (OSError, RuntimeError, ValueError, KeyError):
-        return None  # an older models/ without it: the floor is the emotion slice alone
-
-
 def judge_floor(data: bytes, scorer: Scorer, explicit: ExplicitScorer | None) -> None:
     """Decode once, score the emotion, rate explicit: what the pass path cannot avoid."""
-    size = explicit.size_for(scorer.width, scorer.input_size) if explicit else 0
-    frames = frames_for_scoring(data, size=max(scorer.input_size, size))[1]
-    with_explicit(score(scorer, frames), explicit, frames, size)
+    judge = WithExplicit(scorer, explicit) if explicit is not None else scorer
+    score(judge, frames_for_scoring(data, size=judge.input_size)[1])
 
 
-def in_process(images: list[bytes], args: argparse.Namespace, budget: Budget) -> dict:
+def in_process(
+    images: list[bytes], args: argparse.Namespace, budget: Budget, explicit: ExplicitScorer | None
+) -> dict:
     scorers, _ = load_bench_slices(args.model_dir)
-    explicit = explicit_classifier(args.model_dir)
     profile = default_policy().profile_for(PolicyClient("10.0.0.9", None),
                                            datetime.now().astimezone())  # fmt: skip
     samples: dict[str, list[float]] = {}
@@ -125,7 +118,8 @@ def in_process(images: list[bytes], args: argparse.Namespace, budget: Budget) ->
     return {"floor": samples, "pipeline_pass": passes}
 
 
-def proxied(corpus, args: argparse.Namespace, budget: Budget) -> dict:  # type: ignore[no-untyped-def]
+def proxied(corpus, args: argparse.Namespace, budget: Budget,  # type: ignore[no-untyped-def]
+            explicit: ExplicitScorer | None) -> dict:  # fmt: skip
     """Per-image moodgate − mitmdump, one request at a time, on images moodgate passes."""
     settings = {"scorer": "auto", "latency_budget_ms": args.budget_ms, "cache_entries": 0}
     if args.model_dir:
@@ -136,7 +130,6 @@ def proxied(corpus, args: argparse.Namespace, budget: Budget) -> dict:  # type: 
     # The floor again, per image right beside its proxied pair, so the ratio compares like
     # with like on a machine whose background load drifts.
     scorers, _ = load_bench_slices(args.model_dir)
-    explicit = explicit_classifier(args.model_dir)
     beside: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="moodgate-floor-") as work:
         work_dir = Path(work)
@@ -190,10 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     budget = Budget(args.limit_s)
     scale = 0.4 if args.quick else 1.0
+    explicit = load_bench_explicit(args.model_dir)
     with temporary_corpus(args.images, scale=scale) as corpus:
         images = [corpus.read(item) for item in corpus.images]
-        local = in_process(images, args, budget)
-        remote = proxied(corpus, args, budget)
+        local = in_process(images, args, budget, explicit)
+        remote = proxied(corpus, args, budget, explicit)
     floor = local["floor"]
     rows = [[name, len(v), percentile(v, 50), percentile(v, 95)] for name, v in floor.items()]
     rows += [[name, len(v), percentile(v, 50), percentile(v, 95)]
@@ -204,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(["proxy: mitmdump alone", len(remote["mitm_ms"]),
                  percentile(remote["mitm_ms"], 50), percentile(remote["mitm_ms"], 95)])  # fmt: skip
     model = "the nested model" if has_model(args.model_dir) else "NO MODEL: heuristic scorer"
-    if explicit_classifier(args.model_dir) is not None:
+    if explicit is not None:
         model += " + the explicit classifier (decode+X = decode, slice X, explicit beside it)"
     print(f"{len(images)} images x {args.repeats} repeats, one thread, {model}")
     print(table(["what (per image)", "n", "median ms", "p95 ms"], rows))

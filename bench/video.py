@@ -32,9 +32,13 @@ import av
 import numpy as np
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import load_bench_explicit
+
 from moodgate.calm import Calmer, StyleBank
 from moodgate.emotion.base import Scorer, VATarget, aggregate
-from moodgate.emotion.explicit import ExplicitScorer, WithExplicit, load_explicit
+from moodgate.emotion.explicit import ExplicitScorer, WithExplicit
 from moodgate.emotion.registry import create_scorer, default_model_dir
 from moodgate.media import MediaKind, video
 from moodgate.media.video import Sampling
@@ -192,18 +196,6 @@ def run(
     return results
 
 
-def explicit_classifier(wanted: bool) -> ExplicitScorer | None:
-    """The explicit classifier, rated beside every scorer as under the default policy (every
-    age preset tests `explicit`), when it ships and is wanted."""
-    if not wanted:
-        return None
-    try:
-        return load_explicit(default_model_dir())
-    except (OSError, RuntimeError, ValueError, KeyError) as exc:
-        print(f"explicit classifier not used: {exc}", file=sys.stderr)
-        return None
-
-
 def scorers(kind: str) -> list[Scorer]:
     if kind == "heuristic":
         return [create_scorer("heuristic")]
@@ -241,7 +233,7 @@ def main() -> None:
     parser.add_argument("--no-explicit", action="store_true",
                         help="score without the explicit classifier (policies that never test it)")
     args = parser.parse_args()
-    explicit = explicit_classifier(not args.no_explicit)
+    explicit = load_bench_explicit(None, wanted=not args.no_explicit)
     rows: list[Result] = []
     print(
         f"cores: {os.cpu_count()}, load: {os.getloadavg()[0]:.2f}, sample fps: {args.fps}",

@@ -22,10 +22,10 @@ import click
 from moodgate import __version__
 from moodgate.calm.commands import calm_command, styles_group
 from moodgate.config import ConfigError, Settings, load_settings
-from moodgate.emotion import score
+from moodgate.emotion import Scorer, score
 from moodgate.emotion.commands import explicit_group
-from moodgate.emotion.explicit import ExplicitScorer, load_explicit, with_explicit
-from moodgate.emotion.registry import SCORERS, ScorerUnavailable, create_scorer
+from moodgate.emotion.explicit import ExplicitScorer, WithExplicit, load_explicit
+from moodgate.emotion.registry import SCORERS, ScorerUnavailable, create_scorer, default_model_dir
 from moodgate.media import MediaError
 from moodgate.media.image import frames_for_scoring
 from moodgate.policy import Policy, PolicyError, load_policy
@@ -224,20 +224,17 @@ def score_command(
         return
     explicit: ExplicitScorer | None = None
     if rate_explicit:
-        from moodgate.emotion.registry import default_model_dir
-
         try:
             explicit = load_explicit(model_dir or default_model_dir())
         except (OSError, RuntimeError, ValueError, KeyError) as exc:
             click.echo(f"moodgate: explicit not rated: {exc}", err=True)
     # As the proxy does: explicit at the size paired with the slice (full size beside w1).
-    explicit_size = explicit.size_for(scorer.width, scorer.input_size) if explicit else 0
+    judge: Scorer = WithExplicit(scorer, explicit) if explicit is not None else scorer
     failures = 0
     for path in files:
         try:
-            data = path.read_bytes()
-            _, frames = frames_for_scoring(data, size=max(scorer.input_size, explicit_size))
-            emotion = with_explicit(score(scorer, frames), explicit, frames, explicit_size)
+            _, frames = frames_for_scoring(path.read_bytes(), size=judge.input_size)
+            emotion = score(judge, frames)
         except (OSError, MediaError) as exc:
             click.echo(f"moodgate: {path}: {exc}", err=True)
             failures += 1
@@ -341,7 +338,6 @@ def eval_command(data: tuple[str, ...], model_dir: Path | None, as_json: bool) -
     """Accuracy and speed of every shipped slice (and the hand-crafted baseline) on the
     validation split of DATA."""
     from moodgate.emotion.evaluate import evaluate, format_table
-    from moodgate.emotion.registry import default_model_dir
 
     try:
         rows = evaluate(list(data), model_dir or default_model_dir())

@@ -158,7 +158,7 @@ class ImagePipeline:
         cached = self.cache.peek(key or body_key(data))
         if cached is None or cached.model_width < self.scorer.width:
             return None  # not seen, or scored by a narrower slice than the one running now
-        if self._lacks_explicit(cached.emotion, profile):
+        if self._lacks_explicit(cached.emotion, profile.tests_explicit):
             return None
         info = cached.info
         if profile.inspect.too_small(info.width, info.height):
@@ -233,8 +233,9 @@ class ImagePipeline:
                            kind=kind, info=info)
         return Verdict(Action.PASS, decision.rule, "host-list", kind=kind)
 
-    def _lacks_explicit(self, emotion: Emotion, profile: Profile) -> bool:
-        return self.explicit is not None and emotion.explicit is None and profile.tests_explicit
+    def _lacks_explicit(self, emotion: Emotion, wanted: bool) -> bool:
+        """A cached score without the explicit rating a profile wants (and could have)."""
+        return wanted and self.explicit is not None and emotion.explicit is None
 
     def _score(
         self, data: bytes, info: ImageInfo, key: bytes | None, rate_explicit: bool = False
@@ -250,7 +251,7 @@ class ImagePipeline:
         if (
             cached is not None
             and cached.model_width >= scorer.width
-            and (explicit is None or cached.emotion.explicit is not None)
+            and not self._lacks_explicit(cached.emotion, rate_explicit)
         ):
             return cached, "cached"
         explicit_size = explicit.size_for(scorer.width, scorer.input_size) if explicit else 0

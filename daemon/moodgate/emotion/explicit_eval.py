@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -73,17 +72,18 @@ def evaluate_explicit(
         }
         for threshold in thresholds:
             over = rated > threshold
-            by_category: dict[str, str] = defaultdict(str)
-            for cat in sorted(set(cats[~is_positive])):
-                negatives = ~is_positive & (cats == cat)
-                by_category[cat] = f"{int((over & negatives).sum())}/{int(negatives.sum())}"
+            by_category = {
+                cat: f"{int((over & ~is_positive & (cats == cat)).sum())}/"
+                f"{int((~is_positive & (cats == cat)).sum())}"
+                for cat in sorted(set(cats[~is_positive]))
+            }
             row["thresholds"].append(
                 {
                     "explicit_over": threshold,
                     "hits": int((over & is_positive).sum()),
                     "false_blocks": int((over & ~is_positive).sum()),
                     "negatives": int((~is_positive).sum()),
-                    "false_blocks_by_category": dict(by_category),
+                    "false_blocks_by_category": by_category,
                 }
             )
         worst = np.argsort(-np.where(is_positive, -1.0, rated))[:10]
