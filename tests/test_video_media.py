@@ -3,6 +3,7 @@ timestamps, placeholders with the original timing, and the fMP4 box plumbing."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 from pathlib import Path
 
@@ -190,6 +191,18 @@ def test_placeholder_clip_is_short_and_same_size() -> None:
 
 
 # ---------------------------------------------------------------- broken input
+
+
+def test_placeholder_for_a_stream_cut_before_its_picture_size_is_a_media_error() -> None:
+    """Found by the fuzzer: a TS cut after four packets has no parameter sets, so its declared
+    size is 0×0; building the placeholder raised IndexError from PyAV. Every cut of a small
+    stream now gives a placeholder or a MediaError, which the pipeline turns into on_error."""
+    ts = vf.mpegts("calm", seconds=0.4, fps=10, width=64, height=48, gop=2)
+    with pytest.raises(MediaError, match="no picture size"):
+        video.placeholder_segment(ts[:752], MediaKind.MPEGTS)
+    for end in range(188, len(ts), 188):
+        with contextlib.suppress(MediaError):
+            video.placeholder_segment(ts[:end], MediaKind.MPEGTS)
 
 
 def test_broken_inputs_raise_media_errors() -> None:

@@ -512,6 +512,9 @@ class _Painter:
     """Turns each decoded frame (or None: a placeholder) into the frame to encode."""
 
     def __init__(self, transform: Transform, info: VideoInfo, pix_fmt: str, scratch: str) -> None:
+        if info.width <= 0 or info.height <= 0:
+            # A stream cut before its parameter sets: nothing to paint a picture of that size.
+            raise MediaError("corrupt", f"the stream declares no picture size ({info.codec})")
         self.transform = transform
         self.info = info
         self.pix_fmt = pix_fmt
