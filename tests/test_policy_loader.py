@@ -83,6 +83,20 @@ def test_preset_override_and_rule_order() -> None:
     assert (profile.on_error, profile.on_timeout) == (Action.BLOCK, Action.PASS)
 
 
+def test_video_too_large_to_judge_follows_on_error_unless_told() -> None:
+    """A parent who blocks what cannot be scored blocks what is too large to score, too."""
+    policy = parse_policy(MIA)
+    mia = policy.profile_named("mia", NOON)
+    assert mia.on_too_large is None and mia.too_large_action is Action.BLOCK
+    assert policy.profile_named("default", NOON).too_large_action is Action.PASS
+    told = parse_policy(MIA.replace("    on_error: block\n", "    on_error: block\n"
+                                    "    on_too_large: pass\n"))
+    assert told.profile_named("mia", NOON).too_large_action is Action.PASS
+    night = datetime(2026, 11, 24, 21, 0, tzinfo=UTC)  # a schedule window keeps it
+    assert told.profile_for(Client("192.168.1.23"), night).window == "bedtime"
+    assert told.profile_for(Client("192.168.1.23"), night).too_large_action is Action.PASS
+
+
 def test_decisions_name_their_rule() -> None:
     policy = parse_policy(MIA)
     mia = Client("192.168.1.23")
@@ -269,10 +283,13 @@ def test_unknown_child_raises_key_error() -> None:
             default:
               on_error: ignore
               on_timeout: calm
+              on_too_large: stream
             """,
             [
                 "p.yaml:2:13: default.on_error: 'ignore' is not an action here; use pass or block",
                 "p.yaml:3:15: default.on_timeout: 'calm' is not an action here; use pass or block",
+                "p.yaml:4:17: default.on_too_large: 'stream' is not an action here; use pass or "
+                "block",
             ],
         ),
         (

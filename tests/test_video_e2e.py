@@ -5,6 +5,7 @@ child). Playback must survive pass, calm and block; broken media must not take t
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import shutil
@@ -36,6 +37,12 @@ POLICY = TWO_CHILDREN.replace("default:\n", """\
       - name: lively
         when: "arousal > 0.2"
         action: block
+  bigstrict:
+    users: [bigstrict]
+    preset: none
+    inspect:
+      max_video_bytes: 10000
+    on_error: block
 default:
 """)
 
@@ -244,6 +251,24 @@ def test_large_video_is_streamed_and_passed(stack, library) -> None:
     row = segment_rows(proxy, "bigkid", "/flash.mp4", 1)[-1]
     assert row["outcome"] == "streamed" and row["action"] == "pass"
     assert row["rule"] == "bigkid/too-large"
+
+
+def test_large_video_is_refused_where_the_policy_blocks_what_it_cannot_judge(
+    stack, library
+) -> None:
+    """on_error: block (and no on_too_large) blocks a video too large to judge: both
+    connections close at once, before the body is fetched, and the row says why."""
+    proxy, origin = stack
+    started = time.monotonic()
+    with pytest.raises((OSError, http.client.HTTPException)):
+        fetch_as(proxy, "bigstrict", origin.url("/flash.mp4"))
+    assert time.monotonic() - started < 10
+    row = segment_rows(proxy, "bigstrict", "/flash.mp4", 1)[-1]
+    assert row["outcome"] == "too-large" and row["action"] == "block"
+    assert row["rule"] == "bigstrict/too-large"
+    # The proxy goes on serving that child.
+    got = fetch_as(proxy, "bigstrict", origin.url("/calm/index.m3u8"))
+    assert got.status == 200
 
 
 def test_broken_segments_get_answers_and_rows(stack, library) -> None:

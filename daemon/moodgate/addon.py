@@ -158,7 +158,8 @@ class Moodgate:
             _drop_range(request)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        """Video too large to buffer (or of unknown size) is streamed through and passed."""
+        """Video too large to buffer (or of unknown size) is streamed through and passed, or
+        refused before its body is fetched where the policy blocks what it cannot judge."""
         engine, response = self.engine, flow.response
         if engine is None or response is None or flow.metadata.get(_FROM_COPY):
             return
@@ -172,10 +173,15 @@ class Moodgate:
         size = int(length) if length.isdigit() else None
         if inspect.video and size is not None and size <= inspect.max_video_bytes:
             return
-        response.stream = True
         reason = "video-not-inspected" if not inspect.video else (
             "too-large" if size is not None else "unknown-size")  # fmt: skip
-        verdict = engine.record_streamed(self.media(flow, b"", claimed), reason)
+        verdict = engine.judge_unbuffered(self.media(flow, b"", claimed), reason)
+        if verdict.action is Action.BLOCK:
+            # Closing both connections now, rather than answering 403 after the upstream
+            # body, spares the household's line a download of what will be thrown away.
+            flow.kill()
+            return
+        response.stream = True
         if engine.settings.debug_headers:
             response.headers["x-moodgate"] = debug_header(verdict)
 

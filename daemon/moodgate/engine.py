@@ -297,11 +297,15 @@ class Engine:
         self.record(response, profile, verdict, 0.0)
         return verdict
 
-    def record_streamed(self, response: MediaResponse, reason: str) -> Verdict:
-        """A video too large (or of unknown size) to buffer: streamed through and passed."""
+    def judge_unbuffered(self, response: MediaResponse, reason: str) -> Verdict:
+        """Video that is not buffered, so never judged: too large, of unknown size, or not
+        inspected. Passed (streamed through) or, by the policy's on_too_large, blocked."""
         profile = self.profile(response.client)
-        verdict = VideoVerdict(Action.PASS, f"{profile.child}/{reason}", "streamed",
-                               kind=response.claimed_kind)
+        rule = f"{profile.child}/{reason}"
+        if reason != "video-not-inspected" and profile.too_large_action is Action.BLOCK:
+            verdict = VideoVerdict(Action.BLOCK, rule, "too-large", kind=response.claimed_kind)
+        else:
+            verdict = VideoVerdict(Action.PASS, rule, "streamed", kind=response.claimed_kind)
         self.record(response, profile, verdict, 0.0)
         return verdict
 

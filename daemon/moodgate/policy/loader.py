@@ -68,6 +68,7 @@ _PROFILE_KEYS = (
     "inspect",
     "on_error",
     "on_timeout",
+    "on_too_large",
 )
 _CHILD_KEYS = ("devices", "users", *_PROFILE_KEYS)
 _PARENT_KEYS = ("devices", "users")
@@ -630,7 +631,14 @@ def _profile(
             )
             or Action.PASS
         )
-    profiles[(name, None)] = Profile(name, None, inspect, on_error, on_timeout, base_rules, hosts)
+    on_too_large = None
+    if "on_too_large" in raw:
+        on_too_large = reader.action(
+            raw["on_too_large"], loc.key(raw, "on_too_large"), (Action.PASS, Action.BLOCK)
+        )
+    profiles[(name, None)] = Profile(
+        name, None, inspect, on_error, on_timeout, base_rules, hosts, on_too_large=on_too_large
+    )
 
     schedule_loc = loc.key(raw, "schedule")
     schedule = raw.get("schedule")
@@ -660,6 +668,7 @@ def _profile(
             builder.rules(base_rules, spec.rules),
             window_hosts + hosts,
             window_text=", ".join(str(s) for s in spec.spans),
+            on_too_large=on_too_large,
         )
         built.append(Window(window_name, spec.spans))
     windows[name] = tuple(built)

@@ -92,6 +92,14 @@ class Profile:
     hosts: tuple[HostEntry, ...] = ()
     pass_all: bool = False  # the parents' profile
     window_text: str | None = None  # "mon-fri 20:00-07:00", for explain
+    # Video too large to buffer, or of unknown length: it cannot be judged. None = on_error.
+    on_too_large: Action | None = None
+
+    @property
+    def too_large_action(self) -> Action:
+        """What happens to video that cannot be judged because it is too large (or of unknown
+        length): a parent who blocks what cannot be scored blocks this too, unless told."""
+        return self.on_too_large or self.on_error
 
     @property
     def scope(self) -> str:
