@@ -173,7 +173,7 @@ def test_training_smoke(tmp_path: Path) -> None:
         res_probs={128: 1.0},
         budgets=(1.0, 0.25),
         search_step=0.3,
-        eval_bits=(8,),
+        eval_bits=(8, 4),
     )
     manifest = train(
         [str(OASIS)],
@@ -190,6 +190,12 @@ def test_training_smoke(tmp_path: Path) -> None:
         assert s["mflops"] <= 0.25 * manifest["full_mflops"] + 1e-6 or s["width"] == 1.0
     assert all(d["max_abs_diff"] < 1e-4 for d in manifest["onnx_vs_torch_max_abs_diff"])
     assert (tmp_path / "work" / "nested_lite0.pt").exists()
+    for s in manifest["slices"]:
+        if s["precision"] == "int8":
+            assert set(s["val_lower_bits"]) == {"8", "4"}
+            assert s["val_lower_bits"]["8"] == s["val"]
+            assert s["lower_bits_statistics"]["4"] in ("int8", "recalibrated")
+            assert "4" in s["val_lower_bits_with_int8_statistics"]
 
 
 def test_ridge_path_matches_the_normal_equations() -> None:
@@ -232,6 +238,50 @@ def test_uncut_slices_keep_pretrained_stats_and_cut_ones_recalibrate(
         assert not torch.allclose(mean, pretrained._blocks[9]._bn2.running_mean)
     finally:
         pretrained.backbone_tuned = False
+
+
+def test_a_lower_bit_width_is_named_apart_from_its_int8_slice() -> None:
+    cut = SliceConfig(resolution=128, expand=(M_BLOCKS,) * 8 + (2,) * 8)
+    assert cut.with_bits(8).key() == cut.key() == cut.with_bits(0).key()
+    assert len({cut.with_bits(b).key() for b in (4, 5, 6, 8)}) == 4
+
+
+class _LabelledBank(_Bank):
+    def __init__(self, model: NestedLite0, x: dict[int, torch.Tensor], y: torch.Tensor) -> None:
+        super().__init__(model, x)
+        self.targets = y
+
+
+def test_lower_bit_accuracy_leaves_the_shipped_slice_untouched(pretrained: NestedLite0) -> None:
+    """Measuring 4 bits fits its own statistics and read-out on the side, then removes them:
+    the int8 slice's statistics and read-out, which the export folds in, stay as they were."""
+    from moodgate.training.train import fit_readout, lower_bits
+
+    torch.manual_seed(6)
+    sc = SliceConfig(resolution=96, expand=(M_BLOCKS,) * 8 + (4,) * 8)
+    train_bank = _LabelledBank(pretrained, {96: torch.randn(20, 3, 96, 96)}, torch.rand(20, 2))
+    val_bank = _LabelledBank(pretrained, {96: torch.randn(10, 3, 96, 96)}, torch.rand(10, 2))
+    cfg = TrainConfig(calib_images=20)
+    calibrate(pretrained, train_bank, sc, 20)
+    fit_readout(pretrained, train_bank, sc, cfg)
+    stats = {k: (m.clone(), v.clone()) for k, (m, v) in pretrained.stats[sc.key()].items()}
+    readout = pretrained.readouts[sc.key()]
+    keys = (set(pretrained.stats), set(pretrained.readouts))
+    try:
+        own, with_int8, how = lower_bits(pretrained, train_bank, val_bank, sc, 4, cfg)
+        assert how in ("int8", "recalibrated")
+        assert set(own) == set(with_int8) == {
+            "valence_r", "arousal_r", "valence_rmse", "arousal_rmse"
+        }  # fmt: skip
+        assert (set(pretrained.stats), set(pretrained.readouts)) == keys
+        assert pretrained.readouts[sc.key()] is readout
+        for name, (m, v) in pretrained.stats[sc.key()].items():
+            assert torch.equal(m, stats[name][0]) and torch.equal(v, stats[name][1])
+        same, same_again, how8 = lower_bits(pretrained, train_bank, val_bank, sc, 8, cfg)
+        assert same == same_again and how8 == "int8"
+    finally:
+        pretrained.stats.pop(sc.key(), None)
+        pretrained.readouts.pop(sc.key(), None)
 
 
 def test_each_slice_exports_its_own_readout(pretrained: NestedLite0, tmp_path: Path) -> None:

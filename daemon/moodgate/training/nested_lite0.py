@@ -113,9 +113,13 @@ class SliceConfig:
         return b.hidden * self.expand[i] // M_BLOCKS
 
     def key(self) -> str:
-        return (
-            f"r{self.resolution}-e{''.join(map(str, self.expand))}-d{''.join(map(str, self.depth))}"
-        )
+        """Names the slice's BN statistics and read-out. fp32 and int8 share them (int8 is
+        the same network within rounding); a lower bit-width gets its own (`-q…`)."""
+        expand, depth = "".join(map(str, self.expand)), "".join(map(str, self.depth))
+        key = f"r{self.resolution}-e{expand}-d{depth}"
+        if any(0 < b < 8 for b in self.bits):
+            key += "-q" + "".join(map(str, self.bits))
+        return key
 
     def to_json(self) -> dict:
         return {

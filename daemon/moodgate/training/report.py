@@ -135,10 +135,16 @@ def ladder_table(manifest: dict) -> str:
         lay = s["layers"]
         exp = "".join(str(lay["expand_blocks"][f"b{i}"]) for i in range(5, 16))
         depth = "".join(str(d) for d in lay["stage_depth"][3:])
-        lb = s.get("val_lower_bits") or {}
+        lower = " | ".join(_lower_bits(s, b) for b in ("6", "5", "4"))
         lines.append(
             f"| {s['width']:g} | {s['input_size']} | {s['mflops']:.1f} | {exp} | {depth} "
-            f"| {_fmt(s.get('val_fp32_torch'))} | {_fmt(s['val'])} | {_fmt(lb.get('6'))} "
-            f"| {_fmt(lb.get('5'))} | {_fmt(lb.get('4'))} |"
+            f"| {_fmt(s.get('val_fp32_torch'))} | {_fmt(s['val'])} | {lower} |"
         )
     return "\n".join(lines)
+
+
+def _lower_bits(slice_: dict, bits: str) -> str:
+    """Own statistics and read-out, then (in brackets) with the int8 slice's, where known."""
+    own = _fmt((slice_.get("val_lower_bits") or {}).get(bits))
+    shared = (slice_.get("val_lower_bits_with_int8_statistics") or {}).get(bits)
+    return f"{own} ({_fmt(shared)})" if shared else own

@@ -284,6 +284,44 @@ def fit_readout(model: NestedLite0, bank: ImageBank, sc: SliceConfig, cfg: Train
     return r
 
 
+@torch.no_grad()
+def lower_bits(
+    model: NestedLite0,
+    train_bank: ImageBank,
+    val_bank: ImageBank,
+    sc: SliceConfig,
+    bits: int,
+    cfg: TrainConfig,
+) -> tuple[dict[str, float], dict[str, float], str]:
+    """Validation metrics of `sc` cut to the top `bits` bits of its 8-bit codes:
+    (with its own BN statistics and read-out, with the int8 slice's, which statistics won).
+
+    Dropping bits shifts every layer's output distribution, so, like a narrower width, a
+    lower bit-width gets its own statistics and read-out; which statistics (the int8
+    slice's or recalibrated) is decided by training-CV r, never by validation.
+    """
+    yv = val_bank.targets.numpy()
+    cut = sc.with_bits(bits)
+    x_val = val_bank.trunk(model, sc.resolution)
+    if cut.key() == sc.key():  # 8 bits: the int8 slice itself
+        m = metrics(predict(model, x_val, cut, "eval", True), yv)
+        return m, m, "int8"
+    model.stats[cut.key()] = model.stats[sc.key()]
+    model.readouts[cut.key()] = model.readouts[sc.key()]
+    as_int8 = metrics(predict(model, x_val, cut, "eval", True), yv)
+    shared_r = fit_readout(model, train_bank, cut, cfg)
+    shared = (model.stats[cut.key()], model.readouts[cut.key()])
+    calibrate(model, train_bank, cut, cfg.calib_images)
+    if fit_readout(model, train_bank, cut, cfg) >= shared_r:
+        how = "recalibrated"
+    else:
+        model.stats[cut.key()], model.readouts[cut.key()] = shared
+        how = "int8"
+    own = metrics(predict(model, x_val, cut, "eval", True), yv)
+    del model.stats[cut.key()], model.readouts[cut.key()]
+    return own, as_int8, how
+
+
 # -- sub-network sampling -----------------------------------------------------------------
 def sample_slice(rng: random.Random, res: int, bit_choices: tuple[int, ...]) -> SliceConfig:
     expand = tuple(M_BLOCKS if i < TRUNK else rng.randint(1, M_BLOCKS) for i in range(len(BLOCKS)))
@@ -538,10 +576,10 @@ def _finish(
             prec: metrics(predict(model, trunk_out, sc.with_bits(bits), "eval", True), yv)
             for prec, bits in (("fp32", 0), ("int8", 8))
         }
-        acc[w]["bits"] = {
-            str(b): metrics(predict(model, trunk_out, sc.with_bits(b), "eval", True), yv)
-            for b in cfg.eval_bits
-        }
+        lower = {b: lower_bits(model, train_bank, val_bank, sc, b, cfg) for b in cfg.eval_bits}
+        acc[w]["bits"] = {str(b): m for b, (m, _, _) in lower.items()}
+        acc[w]["bits_with_int8_statistics"] = {str(b): m for b, (_, m, _) in lower.items()}
+        acc[w]["bits_statistics"] = {str(b): how for b, (_, _, how) in lower.items()}
         say(f"width {w}: {mflops(sc):.1f} MFLOPs fp32 {acc[w]['fp32']} int8 {acc[w]['int8']}")
     for grp in groups:
         for prec in ("int8", "fp32"):
@@ -571,6 +609,16 @@ def _finish(
                         "sha256": _sha256(path),
                         "val": acc[w][prec],
                         "val_lower_bits": acc[w]["bits"] if prec == "int8" else None,
+                        **(
+                            {
+                                "val_lower_bits_with_int8_statistics": acc[w][
+                                    "bits_with_int8_statistics"
+                                ],
+                                "lower_bits_statistics": acc[w]["bits_statistics"],
+                            }
+                            if prec == "int8"
+                            else {}
+                        ),
                         # torch-measured fp32 accuracy of this cut, also where no fp32 file ships
                         "val_fp32_torch": acc[w]["fp32"],
                     }
