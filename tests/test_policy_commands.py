@@ -146,3 +146,45 @@ def test_explain_function_for_parents() -> None:
         "parents is the parents' profile: everything passes unscored. "
         "Decision: pass by parents/pass-all."
     )
+
+
+def test_show_expands_presets_window_by_window() -> None:
+    code, output = run("show", TWO)
+    assert code == 0, output
+    leo = output.split("\n\n")[0]
+    assert leo.startswith("leo: 192.168.1.32/30")
+    assert "1. explicit  explicit > 0.5 → block  (preset 8-12)" in leo
+    assert "always pass: school.example, library.example" in leo
+    assert "in window 'bedtime' (sun-thu 20:30-07:00, fri,sat 21:30-08:00):" in leo
+    bedtime = leo.split("in window 'bedtime'")[1].split("in window 'homework'")[0]
+    assert "4. intense   arousal > 0.3 → calm until arousal <= 0, else block  (preset under-8)" in (
+        bedtime
+    )
+    assert "also always block: video.example" in leo.split("in window 'homework'")[1]
+    assert "video too large to check: pass (as on_error)" in leo
+    parents = output.split("\n\n")[-1]
+    assert parents.startswith("parents: a4:83:e7:00:00:01") and "user mum" in parents
+    assert "everything passes, unscored" in parents
+
+
+def test_show_json_one_child_and_errors(tmp_path: Path) -> None:
+    code, output = run("show", ONE, "--child", "mia", "--json")
+    assert code == 0, output
+    (mia,) = json.loads(output)
+    assert mia["child"] == "mia" and "192.168.1.23" in mia["devices"]
+    assert [r["name"] for r in mia["rules"]] == ["gloomy", "explicit", "scary", "sad", "intense"]
+    assert mia["rules"][0] == {"name": "gloomy", "when": "valence < -0.2 and arousal < -0.3",
+                               "action": "calm", "from": "policy", "target": "valence >= 0",
+                               "if_unreached": "keep"}  # fmt: skip
+    assert (mia["on_error"], mia["on_too_large"], mia["on_too_large_set"]) == (
+        "block", "block", False
+    )
+    assert mia["inspect"]["min_width"] == 64 and mia["windows"] == []
+    code, output = run("show", ONE, "--child", "nobody")
+    assert code == 2 and "no child named 'nobody' in this policy; known: mia" in output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("default:\n  on_too_large: maybe\n")
+    code, output = run("show", str(bad))
+    assert code == 1 and "'maybe' is not an action here" in output
+    code, output = run("show")  # the embedded default policy
+    assert code == 0 and output.startswith("default (every device nobody claims)")

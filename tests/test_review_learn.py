@@ -190,6 +190,12 @@ def test_refit_from_stored_labels_report_apply_explain_and_reset(
     assert "learnt from 120 parent labels" in explained.output
     assert "the policy says arousal > 0.5" in explained.output
     assert "is calmed" in explained.output
+    shown = runner.invoke(main, ["policy", "show", str(policy_file), "--child", "mia",
+                                 "--state-dir", str(tmp_path), "--json"])  # fmt: skip
+    assert shown.exit_code == 0, shown.output
+    lively = next(r for r in json.loads(shown.output)[0]["rules"] if r["name"] == "lively")
+    assert "learnt from 120 parent labels" in lively["from"], lively
+    assert lively["when"] != "arousal > 0.5"
 
     # The CLI refit prints the report; --reset restores the policy exactly.
     refit = runner.invoke(main, ["learn", *common, "--child", "mia"])

@@ -1,4 +1,4 @@
-"""``moodgate policy check`` and ``moodgate policy explain``."""
+"""``moodgate policy check``, ``moodgate policy show`` and ``moodgate policy explain``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from moodgate.policy.errors import PolicyError
 from moodgate.policy.explain import explain_decision
 from moodgate.policy.loader import default_policy, load_policy
 from moodgate.policy.model import Policy
+from moodgate.policy.show import render, summarise
 
 
 @click.group("policy")
@@ -63,6 +64,44 @@ def check(files: tuple[Path, ...], as_json: bool) -> None:
         click.echo(json.dumps(results, indent=2))
     if not all(r["ok"] for r in results):
         raise SystemExit(1)
+
+
+@policy_group.command("show")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--child", help="Only this child (or 'default' / 'parents').")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="State dir whose learnt adjustments apply (default: the configured one).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def show(
+    ctx: click.Context, file: Path | None, child: str | None, state_dir: Path | None,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """Show what the policy FILE (default: the embedded one) does for each child: the rules
+    in force, presets expanded, with parents' learnt adjustments, window by window."""
+    try:
+        policy = load_policy(file) if file else default_policy()
+    except PolicyError as error:
+        for problem in error.problems:
+            click.echo(str(problem), err=True)
+        raise SystemExit(1) from None
+    learnt: LearntView | None = (ctx.obj or {}).get("learnt_view")
+    if learnt is not None:
+        policy = learnt(policy, state_dir)
+    try:
+        summary = summarise(policy, child)
+    except KeyError:
+        known = ", ".join(policy.profile_names())
+        raise click.BadParameter(
+            f"no child named '{child}' in this policy; known: {known}", param_hint="--child"
+        ) from None
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo(render(summary), nl=False)
 
 
 def _parse_at(policy: Policy, text: str | None) -> datetime:

@@ -175,6 +175,13 @@ class DeviceDirectory:
         other = self.users.setdefault(user, owner)
         return other if other != owner else None
 
+    def claims(self, owner: str) -> tuple[list[str], list[str]]:
+        """(devices, users) registered for `owner`: MACs, IPs, then ranges; then users."""
+        devices = [mac for mac, who in self.macs.items() if who == owner]
+        devices += [ip for ip, who in self.ips.items() if who == owner]
+        devices += [str(net) for net, who in self.networks if who == owner]
+        return devices, [user for user, who in self.users.items() if who == owner]
+
     def owner(self, address_text: str, user: str | None) -> str | None:
         # A proxy-auth name is an explicit identity, so it beats anything about the device.
         if user and user in self.users:

@@ -193,6 +193,14 @@ class Policy:
         # The first listed window wins when windows overlap, so parents control precedence.
         return next((w for w in self.windows(child) if w.active(local)), None)
 
+    def profile_in(self, child: str, window: str | None = None) -> Profile:
+        """The profile of `child` inside schedule window `window` (None: outside them all)."""
+        return self._profiles[(child, window)]
+
+    def claims(self, child: str) -> tuple[list[str], list[str]]:
+        """(devices, proxy-auth users) that pick `child`, as written in the policy."""
+        return self._directory.claims(child)
+
     def profile_named(self, child: str, at: datetime) -> Profile:
         if (child, None) not in self._profiles:
             raise KeyError(f"no child named '{child}' in this policy")

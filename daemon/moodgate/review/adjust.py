@@ -153,6 +153,9 @@ class AdjustedPolicy:
     def profile_for(self, client: Client, at: datetime) -> Profile:
         return self.profile_named(self.policy.owner(client), at)
 
+    def profile_in(self, child: str, window: str | None = None) -> Profile:
+        return adjust_profile(self.policy.profile_in(child, window), self.adjustments.get(child))
+
 
 class LearntProfiles:
     """What the Engine uses on the hot path: adjusts a profile, cached per profile object,
