@@ -408,6 +408,79 @@ def gif_frame_bomb(side: int = 40000) -> bytes:
     return bytes(data)
 
 
+def _gif_frames(data: bytes) -> tuple[bytes, list[bytes]]:
+    """(header with screen and global palette, each frame with the extensions before it)."""
+    pos = 13 + (3 * 2 ** ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
+    head, frames, start = data[:pos], [], pos
+    while data[pos] != 0x3B:
+        image = data[pos] == 0x2C
+        if image:  # descriptor, optional local palette, LZW code size, then sub-blocks
+            flags = data[pos + 9]
+            pos += 10 + (3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0) + 1
+        else:  # extension: introducer and label, then sub-blocks
+            pos += 2
+        while data[pos]:
+            pos += data[pos] + 1
+        pos += 1
+        if image:
+            frames.append(data[start:pos])
+            start = pos
+    return head, frames
+
+
+def gif_canvas_growth_bomb(frames: int = 40, side: int = 4000) -> bytes:
+    """An 8×8 GIF of `frames` frames whose second frame is side×side: every frame is under
+    the per-frame limit, but Pillow keeps the grown canvas for all later frames."""
+    small = [Image.new("P", (8, 8), i % 4) for i in range(frames)]
+    for image in small:
+        image.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255])
+    head, parts = _gif_frames(_encode(small[0], "GIF", save_all=True, append_images=small[1:],
+                                      optimize=False))  # fmt: skip
+    big = Image.new("P", (side, side), 1)
+    big.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255])
+    _, (grown,) = _gif_frames(_encode(big, "GIF", optimize=False))
+    return head + parts[0] + grown + b"".join(parts[2:]) + b"\x3b"
+
+
+CANVAS_BOMB_CHILD = """
+import json, resource, sys
+sys.path.insert(0, {tests!r})
+from test_fuzz_media import gif_canvas_growth_bomb
+from moodgate.media import MediaError
+from moodgate.media.image import ImageLimits, decode_full, frames_for_scoring, probe
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+# The production limits scaled down 4x, so the refusal costs little: 100 MP for an animation.
+limits = ImageLimits(max_pixels=16_000_000, max_total_pixels=100_000_000)
+data = gif_canvas_growth_bomb()
+outcomes = {{"frames": probe(data, limits).frames}}
+for name, decode in (("scoring", lambda: frames_for_scoring(data, 224, limits, max_frames=40)),
+                     ("full", lambda: decode_full(data, limits))):
+    try:
+        decode()
+        outcomes[name] = "accepted"
+    except MediaError as exc:
+        outcomes[name] = exc.reason
+peak = next(int(line.split()[1]) for line in open("/proc/self/status")
+            if line.startswith("VmHWM:"))
+print(json.dumps({{**outcomes, "maxrss_mb": peak / 1024}}))
+"""
+
+
+def test_gif_canvas_grown_by_one_frame_counts_for_every_later_frame() -> None:
+    """Found by `make fuzz` (a run OOM-killed at 24 GB): frames that are each within the
+    per-frame limit, on a canvas the second frame grew to 16 MP, add up past what an
+    animation may have. decode_full kept them all (40 × 16 MP: 2.6 GB, a MemoryError under
+    the 2 GB cap here); now the running sum refuses them once the limit is passed."""
+    script = CANVAS_BOMB_CHILD.format(tests=str(Path(__file__).parent))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = json.loads(result.stdout)
+    assert found["frames"] == 40
+    assert (found["scoring"], found["full"]) == ("too-large", "too-large"), found
+    assert found["maxrss_mb"] < 700, found
+
+
 FRAME_BOMB_CHILD = """
 import json, resource, sys
 sys.path.insert(0, {tests!r})

@@ -110,6 +110,26 @@ def test_calm_records_before_and_after(media) -> None:
     assert 0 < verdict.calm_alpha <= 1
 
 
+def test_too_many_pixels_to_calm_follow_if_unreached(media) -> None:
+    """Calming decodes every frame whole; past max_calm_pixels it cannot, so the rule's
+    if_unreached decides, without decoding: block with a placeholder, or keep the original."""
+    from moodgate.media.image import ImageLimits, probe
+
+    limits = ImageLimits(max_calm_pixels=640 * 427 - 1)
+    assert probe(media["vivid.jpg"]).width * probe(media["vivid.jpg"]).height == 640 * 427
+    pipeline = ImagePipeline(HeuristicScorer(), limits=limits)
+    blocked = pipeline.judge(media["vivid.jpg"], profile("kid"), "x.org")
+    assert blocked.action is Action.BLOCK and blocked.rule == "kid/impossible/too-large-to-calm"
+    assert Image.open(io.BytesIO(blocked.body)).size == (640, 427)
+    assert blocked.calm_reached is False and blocked.calm_alpha == 0.0
+    kept = pipeline.judge(media["vivid.jpg"], profile(None), "x.org")
+    assert kept.action is Action.PASS and kept.body is None
+    assert kept.rule == "default/lively/too-large-to-calm" and kept.calm_reached is False
+    # One pixel more room and the same picture is calmed as usual.
+    roomy = ImagePipeline(HeuristicScorer(), limits=replace(limits, max_calm_pixels=640 * 427))
+    assert roomy.judge(media["vivid.jpg"], profile(None), "x.org").action is Action.CALM
+
+
 def test_images_false_skips_scoring_but_not_the_host_lists(media) -> None:
     base = profile("kid")
     blind = replace(base, inspect=replace(base.inspect, images=False))

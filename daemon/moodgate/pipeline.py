@@ -10,7 +10,7 @@ import contextlib
 import hashlib
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from moodgate.calm import Calmer
 from moodgate.emotion import Emotion, Scorer, score
@@ -268,6 +268,18 @@ class ImagePipeline:
             self.cache.put(key, entry)
         return entry, "scored"
 
+    @staticmethod
+    def _too_large_to_calm(verdict: Verdict, decision: Decision, info: ImageInfo) -> Verdict:
+        """Too many pixels to decode whole here: calming cannot get anywhere, so the rule's
+        if_unreached decides, as for any calm that falls short (keep: the original passes)."""
+        verdict.calm_alpha, verdict.calm_reached, verdict.after = 0.0, False, verdict.emotion
+        verdict.rule = f"{decision.rule}/too-large-to-calm"
+        if decision.if_unreached is Action.BLOCK:
+            verdict.action, verdict.body = Action.BLOCK, placeholder(info)
+        else:
+            verdict.action = Action.PASS
+        return verdict
+
     def _act(self, decision: Decision, data: bytes, scored: _Scored, outcome: str) -> Verdict:
         verdict = Verdict(
             decision.action, decision.rule, outcome, kind=scored.info.kind, info=scored.info,
@@ -277,7 +289,16 @@ class ImagePipeline:
         if decision.action is Action.BLOCK:
             verdict.body = placeholder(scored.info)
         elif decision.action is Action.CALM and decision.target is not None:
-            decoded = decode_full(data, self.limits)
+            info = scored.info
+            if info.width * info.height * info.frames > self.limits.max_calm_pixels:
+                return self._too_large_to_calm(verdict, decision, info)
+            calm_limits = replace(self.limits, max_total_pixels=self.limits.max_calm_pixels)
+            try:
+                decoded = decode_full(data, calm_limits)
+            except MediaError as exc:
+                if exc.reason != "too-large":  # a canvas that one GIF frame grew
+                    raise
+                return self._too_large_to_calm(verdict, decision, info)
             calmed = self.calmer.calm(decoded.frames, decision.target, before=scored.emotion)
             verdict.after = calmed.after
             verdict.calm_alpha = calmed.alpha

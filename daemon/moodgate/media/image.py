@@ -37,6 +37,9 @@ class ImageLimits:
     max_pixels: int = 50_000_000  # per frame (≈ 8K×6K)
     max_frames: int = 500
     max_total_pixels: int = 400_000_000  # all frames of an animation together
+    # Calming decodes every frame whole and keeps a calmed copy of each: 48 MP of RGBA is
+    # ≈ 2 × 190 MB, what fits beside the proxy under the unit's MemoryMax=512M.
+    max_calm_pixels: int = 48_000_000
 
 
 @dataclass(frozen=True)
@@ -99,15 +102,26 @@ def _check_pixels(width: int, height: int, frames: int, limits: ImageLimits) -> 
         raise MediaError("too-large", f"{frames} frames of {width}×{height} px exceed the limit")
 
 
-def _seek(image: Image.Image, index: int, limits: ImageLimits) -> None:
-    """Seek to a frame, refusing it before decoding if it is bigger than allowed.
+def _seek(image: Image.Image, index: int, limits: ImageLimits, decoded: int = 0) -> int:
+    """Seek to a frame, refusing it before decoding if it is bigger than allowed; returns
+    `decoded` (pixels of the frames decoded so far) plus this frame's.
 
     A GIF frame may declare a size far beyond the logical screen; Pillow grows the canvas
-    to fit, so each frame is checked, not only the header.
+    to fit and keeps it for every later frame, so each frame is checked, not only the
+    header, and so is the sum: 500 frames on a canvas one frame grew to 49 MP would be 25 GP.
     """
     if index:
         image.seek(index)
     _check_pixels(image.width, image.height, 1, limits)
+    decoded += image.width * image.height
+    if decoded > limits.max_total_pixels:
+        raise MediaError(
+            "too-large",
+            f"frames up to {index + 1} add up to {decoded:,} px, over the limit of "
+            f"{limits.max_total_pixels:,} px (a GIF frame grew the canvas to "
+            f"{image.width}×{image.height}?)",
+        )
+    return decoded
 
 
 def _info(image: Image.Image, kind: MediaKind, frames: int) -> ImageInfo:
@@ -167,11 +181,12 @@ def frames_for_scoring(
     info = info or probe(data, limits)
     image = _open(data)
     arrays: list[np.ndarray] = []
+    decoded = 0
     try:
         if info.kind is MediaKind.JPEG:
             image.draft("RGB", (size, size))
         for index in sample_indices(info.frames, max_frames):
-            _seek(image, index, limits)
+            decoded = _seek(image, index, limits, decoded)
             frame = image.copy() if info.frames > 1 else image
             frame.load()
             if info.kind is MediaKind.JPEG:
@@ -239,8 +254,9 @@ def decode_full(data: bytes, limits: ImageLimits | None = None) -> DecodedImage:
         if info.kind is MediaKind.WEBP:
             decoded.webp_lossless = b"VP8L" in data[12:16]
         mode = "RGBA" if info.has_alpha else "RGB"
+        pixels = 0
         for index in range(info.frames):
-            _seek(image, index, limits)
+            pixels = _seek(image, index, limits, pixels)
             image.load()
             decoded.frames.append(image.convert(mode))
             decoded.durations.append(int(image.info.get("duration", 100) or 100))
