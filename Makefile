@@ -1,13 +1,17 @@
 # Long-running reliability checks (docs/reliability.md). `./run test` runs short versions.
 PYTHON ?= .venv/bin/python
 FUZZ_SECONDS ?= 600
+FUZZ_MEMORY_KB ?= 6291456
 
 .PHONY: fuzz soak
 
 # Hypothesis fuzzing of the media decoders and pipelines for FUZZ_SECONDS in total;
-# counts per target go to test-artifacts/fuzz-report.jsonl.
+# counts per target go to test-artifacts/fuzz-report.jsonl. The address space is capped, so
+# an input that makes a decoder allocate wildly fails the run (MemoryError, input saved)
+# instead of waking the kernel's OOM killer.
 fuzz:
 	mkdir -p test-artifacts
+	ulimit -v $(FUZZ_MEMORY_KB) && \
 	MOODGATE_FUZZ_SECONDS=$(FUZZ_SECONDS) MOODGATE_FUZZ_REPORT=test-artifacts/fuzz-report.jsonl \
 		$(PYTHON) -m pytest -q -s tests/test_fuzz_media.py
 

@@ -12,7 +12,6 @@ Failing inputs are saved under test-artifacts/fuzz/ for replay.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import io
@@ -230,12 +229,16 @@ def check_image(
         for decoder in (lambda: probe(data, limits),
                         lambda: frames_for_scoring(data, 224, limits),
                         lambda: decode_full(data, limits)):  # fmt: skip
-            with contextlib.suppress(MediaError):
+            try:
                 decoder()
+            except MediaError as exc:
+                # Within the limits, decoding must fit memory (`make fuzz` caps it).
+                assert exc.reason != "out-of-memory", exc
         outcome = ""
         for profile in (strict, lenient):
             verdict = pipeline.judge(data, profile, "fuzz.example", None)
             assert verdict.outcome in OUTCOMES, verdict
+            assert not (verdict.error or "").startswith("out-of-memory"), verdict
             if verdict.outcome == "error":
                 assert verdict.action is profile.on_error, (verdict, profile.on_error)
                 assert verdict.error

@@ -191,3 +191,20 @@ def test_formats_without_a_decoder() -> None:
     assert undecodable_image(b"<svg", "image/svg+xml") is None  # vector: not a raster format
     assert accept_decodable("text/html,*/*;q=0.8") == "text/html,*/*;q=0.8"
     assert accept_decodable("image/jxl, image/webp;q=0.9") == "image/webp;q=0.9,image/jxl;q=0"
+
+
+def test_running_out_of_memory_is_told_apart_from_a_corrupt_file(
+    media, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under an address-space cap (make fuzz) an allocation that fails must not pass for a
+    corrupt file, or the fuzzer could never see a decoder allocating wildly."""
+
+    def no_memory(*args: object, **kwargs: object) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(Image.Image, "convert", no_memory)
+    for decode in (lambda: decode_full(media["alpha.png"]),
+                   lambda: frames_for_scoring(media["alpha.png"], 224)):  # fmt: skip
+        with pytest.raises(MediaError) as caught:
+            decode()
+        assert caught.value.reason == "out-of-memory"

@@ -205,6 +205,8 @@ def frames_for_scoring(
             arrays.append(np.asarray(frame, dtype=np.uint8))
     except MediaError:
         raise
+    except MemoryError as exc:  # under an address-space cap (make fuzz): a finding, not junk
+        raise MediaError("out-of-memory", f"decoding {info.kind.value} ran out of memory") from exc
     except Exception as exc:
         raise MediaError("corrupt", f"cannot decode {info.kind.value}: {exc}") from exc
     return info, arrays
@@ -262,6 +264,8 @@ def decode_full(data: bytes, limits: ImageLimits | None = None) -> DecodedImage:
             decoded.durations.append(int(image.info.get("duration", 100) or 100))
     except MediaError:
         raise
+    except MemoryError as exc:  # under an address-space cap (make fuzz): a finding, not junk
+        raise MediaError("out-of-memory", f"decoding {info.kind.value} ran out of memory") from exc
     except Exception as exc:
         raise MediaError("corrupt", f"cannot decode {info.kind.value}: {exc}") from exc
     return decoded
