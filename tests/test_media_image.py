@@ -208,3 +208,30 @@ def test_running_out_of_memory_is_told_apart_from_a_corrupt_file(
         with pytest.raises(MediaError) as caught:
             decode()
         assert caught.value.reason == "out-of-memory"
+
+
+def test_a_canvas_past_the_formats_limit_is_too_large_to_write_back() -> None:
+    """Found by the fuzzer: a GIF frame placed at x = 65535 grows a 48×32 canvas to 65583 px
+    wide (2 MP, inside every pixel limit); calming it then failed in Pillow's GIF writer
+    with an OverflowError. Writing it back is now a MediaError, so on_error decides."""
+    from test_fuzz_media import _gif_frames
+
+    frames = [Image.new("P", (48, 32), i) for i in range(3)]
+    for frame in frames:
+        frame.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0])
+    head, parts = _gif_frames(_encode(frames[0], "GIF", save_all=True, append_images=frames[1:]))
+    moved = bytearray(parts[1])
+    at = moved.index(b"\x2c")
+    moved[at + 1 : at + 3] = (65535).to_bytes(2, "little")
+    data = head + parts[0] + bytes(moved) + parts[2] + b"\x3b"
+    decoded = decode_full(data)
+    assert decoded.frames[-1].width > 65535
+    with pytest.raises(MediaError) as caught:
+        encode_like(decoded)
+    assert caught.value.reason == "too-large"
+
+
+def _encode(image: Image.Image, fmt: str, **options: object) -> bytes:
+    out = io.BytesIO()
+    image.save(out, fmt, **options)
+    return out.getvalue()

@@ -205,6 +205,18 @@ def test_placeholder_for_a_stream_cut_before_its_picture_size_is_a_media_error()
             video.placeholder_segment(ts[:end], MediaKind.MPEGTS)
 
 
+def test_placeholder_for_a_stream_that_repeats_its_timestamps() -> None:
+    """Found by the fuzzer once its exemptions went: a TS whose packets repeat earlier
+    timestamps (here: the stream twice over) made the muxer refuse the placeholder with
+    EINVAL from PyAV. The placeholder now keeps each timestamp once."""
+    ts = vf.mpegts("calm", seconds=0.4, fps=10, width=64, height=48, gop=2)
+    for repeated in (ts + ts, ts + ts[len(ts) // 2 // 188 * 188 :]):
+        out = video.placeholder_segment(repeated, MediaKind.MPEGTS)
+        assert video.timeline(out, MediaKind.MPEGTS).pts == video.timeline(
+            ts, MediaKind.MPEGTS
+        ).pts
+
+
 def test_broken_inputs_raise_media_errors() -> None:
     ts = vf.mpegts("calm")
     with pytest.raises(MediaError, match="truncated"):

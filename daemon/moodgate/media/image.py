@@ -275,6 +275,13 @@ def encode_like(decoded: DecodedImage, frames: Sequence[Image.Image] | None = No
     """Encode frames in the original's format, size, timing and metadata."""
     frames = list(frames if frames is not None else decoded.frames)
     kind = decoded.info.kind
+    # A GIF frame placed at x = 65535 grows the canvas past what a GIF header can say.
+    widest = max(frames, key=lambda frame: max(frame.size))
+    if max(widest.size) > _MAX_SIDE[kind]:
+        width, height = widest.size
+        raise MediaError(
+            "too-large", f"{width}×{height} px cannot be written as {kind.value.upper()}"
+        )
     out = io.BytesIO()
     extra: dict[str, object] = {}
     if decoded.exif:

@@ -612,11 +612,14 @@ def recode(
     if decode_frames:  # a placeholder only needs the timestamps that can still be read
         check_complete(data, kind)
     with tempfile.TemporaryDirectory(prefix="moodgate-") as scratch:
-        if init is not None:
-            return _recode_fragment(data, init, transform, limits, options, deadline,
-                                    decode_frames, scratch)
-        return _recode_file(data, kind, transform, limits, options, deadline, decode_frames,
-                            scratch)
+        try:
+            if init is not None:
+                return _recode_fragment(data, init, transform, limits, options, deadline,
+                                        decode_frames, scratch)
+            return _recode_file(data, kind, transform, limits, options, deadline,
+                                decode_frames, scratch)
+        except av.error.FFmpegError as exc:  # the encoder or muxer refusing what it was fed
+            raise MediaError("corrupt", f"cannot re-encode {kind.value}: {exc}") from exc
 
 
 def _frames_of(
@@ -628,7 +631,11 @@ def _frames_of(
 ) -> Iterator[tuple[av.VideoFrame | None, int, bool]]:
     """(frame, pts, was-keyframe) in presentation order; frame is None when not decoding."""
     if not decode_frames:
+        last = None
         for packet in sorted(demuxed.packets, key=lambda p: p.pts):
+            if last is not None and packet.pts <= last:
+                continue  # a corrupt stream repeats timestamps; the muxer refuses them
+            last = packet.pts
             yield None, packet.pts, bool(packet.is_keyframe)
         return
     stream.codec_context.thread_type = "AUTO"
