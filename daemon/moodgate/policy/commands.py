@@ -82,26 +82,36 @@ def show(
 ) -> None:  # fmt: skip
     """Show what the policy FILE (default: the embedded one) does for each child: the rules
     in force, presets expanded, with parents' learnt adjustments, window by window."""
+    policy = _policy_in_force(ctx, file, state_dir)
+    try:
+        summary = summarise(policy, child)
+    except KeyError:
+        raise _unknown_child(policy, child) from None
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo(render(summary), nl=False)
+
+
+def _policy_in_force(ctx: click.Context, file: Path | None, state_dir: Path | None) -> Policy:
+    """The policy file (default: the embedded one) with parents' learnt adjustments (moodgate
+    learn) on top, as the proxy applies them; exits 1 with its problems if it is invalid."""
     try:
         policy = load_policy(file) if file else default_policy()
     except PolicyError as error:
         for problem in error.problems:
             click.echo(str(problem), err=True)
         raise SystemExit(1) from None
+    # The CLI layer hands the view over, so the policy room never reads the state dir itself.
     learnt: LearntView | None = (ctx.obj or {}).get("learnt_view")
-    if learnt is not None:
-        policy = learnt(policy, state_dir)
-    try:
-        summary = summarise(policy, child)
-    except KeyError:
-        known = ", ".join(policy.profile_names())
-        raise click.BadParameter(
-            f"no child named '{child}' in this policy; known: {known}", param_hint="--child"
-        ) from None
-    if as_json:
-        click.echo(json.dumps(summary, indent=2))
-    else:
-        click.echo(render(summary), nl=False)
+    return learnt(policy, state_dir) if learnt is not None else policy
+
+
+def _unknown_child(policy: Policy, child: str | None) -> click.BadParameter:
+    known = ", ".join(policy.profile_names())
+    return click.BadParameter(
+        f"no child named '{child}' in this policy; known: {known}", param_hint="--child"
+    )
 
 
 def _parse_at(policy: Policy, text: str | None) -> datetime:
@@ -162,17 +172,7 @@ def explain_command(
     Either describe an item (--child, --valence, --arousal, optionally --at and --host) or
     name a recorded decision with --decision ID.
     """
-    try:
-        policy = load_policy(policy_file) if policy_file else default_policy()
-    except PolicyError as error:
-        for problem in error.problems:
-            click.echo(str(problem), err=True)
-        raise SystemExit(1) from None
-    # Parents' learnt adjustments (moodgate learn) apply on top of the file, as in the proxy;
-    # the CLI layer hands the view over so the policy room never reads the state dir itself.
-    learnt: LearntView | None = (ctx.obj or {}).get("learnt_view")
-    if learnt is not None:
-        policy = learnt(policy, state_dir)
+    policy = _policy_in_force(ctx, policy_file, state_dir)
     if decision_id is not None:
         # The CLI layer hands over the lookup: the policy room never opens the database.
         lookup: DecisionLookup | None = (ctx.obj or {}).get("decision_lookup")
@@ -200,10 +200,7 @@ def explain_command(
     try:
         result = explain_decision(policy, child, at, Emotion(valence, arousal, explicit), host)
     except KeyError:
-        known = ", ".join(policy.profile_names())
-        raise click.BadParameter(
-            f"no child named '{child}' in this policy; known: {known}", param_hint="--child"
-        ) from None
+        raise _unknown_child(policy, child) from None
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
     else:
