@@ -289,16 +289,15 @@ class ImagePipeline:
         if decision.action is Action.BLOCK:
             verdict.body = placeholder(scored.info)
         elif decision.action is Action.CALM and decision.target is not None:
-            info = scored.info
-            if info.width * info.height * info.frames > self.limits.max_calm_pixels:
-                return self._too_large_to_calm(verdict, decision, info)
+            # The header check refuses an animation over the calm budget before any decoding;
+            # the running sum, one whose canvas a GIF frame grew.
             calm_limits = replace(self.limits, max_total_pixels=self.limits.max_calm_pixels)
             try:
                 decoded = decode_full(data, calm_limits)
             except MediaError as exc:
-                if exc.reason != "too-large":  # a canvas that one GIF frame grew
+                if exc.reason != "too-large":
                     raise
-                return self._too_large_to_calm(verdict, decision, info)
+                return self._too_large_to_calm(verdict, decision, scored.info)
             calmed = self.calmer.calm(decoded.frames, decision.target, before=scored.emotion)
             verdict.after = calmed.after
             verdict.calm_alpha = calmed.alpha
