@@ -7,9 +7,10 @@ first, so a decompression bomb is refused before a single pixel is allocated.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -124,6 +125,19 @@ def _seek(image: Image.Image, index: int, limits: ImageLimits, decoded: int = 0)
     return decoded
 
 
+@contextlib.contextmanager
+def _decoding(kind: MediaKind) -> Iterator[None]:
+    """Whatever Pillow raises while decoding becomes a MediaError."""
+    try:
+        yield
+    except MediaError:
+        raise
+    except MemoryError as exc:  # under an address-space cap (make fuzz): a finding, not junk
+        raise MediaError("out-of-memory", f"decoding {kind.value} ran out of memory") from exc
+    except Exception as exc:
+        raise MediaError("corrupt", f"cannot decode {kind.value}: {exc}") from exc
+
+
 def _info(image: Image.Image, kind: MediaKind, frames: int) -> ImageInfo:
     has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
     return ImageInfo(kind, image.width, image.height, frames, has_alpha)
@@ -182,7 +196,7 @@ def frames_for_scoring(
     image = _open(data)
     arrays: list[np.ndarray] = []
     decoded = 0
-    try:
+    with _decoding(info.kind):
         if info.kind is MediaKind.JPEG:
             image.draft("RGB", (size, size))
         for index in sample_indices(info.frames, max_frames):
@@ -203,12 +217,6 @@ def frames_for_scoring(
                     reducing_gap=2.0,
                 )
             arrays.append(np.asarray(frame, dtype=np.uint8))
-    except MediaError:
-        raise
-    except MemoryError as exc:  # under an address-space cap (make fuzz): a finding, not junk
-        raise MediaError("out-of-memory", f"decoding {info.kind.value} ran out of memory") from exc
-    except Exception as exc:
-        raise MediaError("corrupt", f"cannot decode {info.kind.value}: {exc}") from exc
     return info, arrays
 
 
@@ -245,7 +253,7 @@ def decode_full(data: bytes, limits: ImageLimits | None = None) -> DecodedImage:
     info = probe(data, limits)
     image = _open(data)
     decoded = DecodedImage(info=info, frames=[])
-    try:
+    with _decoding(info.kind):
         decoded.exif = image.info.get("exif")
         decoded.icc_profile = image.info.get("icc_profile")
         decoded.loop = image.info.get("loop")
@@ -262,12 +270,6 @@ def decode_full(data: bytes, limits: ImageLimits | None = None) -> DecodedImage:
             image.load()
             decoded.frames.append(image.convert(mode))
             decoded.durations.append(int(image.info.get("duration", 100) or 100))
-    except MediaError:
-        raise
-    except MemoryError as exc:  # under an address-space cap (make fuzz): a finding, not junk
-        raise MediaError("out-of-memory", f"decoding {info.kind.value} ran out of memory") from exc
-    except Exception as exc:
-        raise MediaError("corrupt", f"cannot decode {info.kind.value}: {exc}") from exc
     return decoded
 
 
