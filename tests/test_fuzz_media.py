@@ -512,3 +512,39 @@ def test_gif_frame_larger_than_the_screen_is_refused() -> None:
     found = json.loads(result.stdout)
     assert found["outcome"] == "too-large", found
     assert found["maxrss_mb"] < 200, found
+
+
+LARGE_PNG_CHILD = """
+import io, json, sys
+import numpy as np
+from PIL import Image
+from moodgate.media.image import frames_for_scoring
+# 7000x7000 RGBA, just under the 50 MP limit: a 200 KB file that any page may serve.
+pixels = np.zeros((7000, 7000, 4), np.uint8)
+pixels[..., 3] = 255
+pixels[::50, :, 0] = 255
+out = io.BytesIO()
+Image.fromarray(pixels, "RGBA").save(out, "PNG", compress_level=1)
+data = out.getvalue()
+del pixels, out
+def peak():
+    return next(int(line.split()[1]) for line in open("/proc/self/status")
+                if line.startswith("VmHWM:")) / 1024
+# VmHWM only rises, so measure from a fresh high-water mark.
+open("/proc/self/clear_refs", "w").write("5")
+before = peak()
+info, frames = frames_for_scoring(data, 224, square=True)
+print(json.dumps({{"mb": peak() - before, "shape": list(frames[0].shape)}}))
+"""
+
+
+def test_scoring_a_large_png_costs_about_one_decoded_copy() -> None:
+    """A 49 MP RGBA PNG is allowed (the limit is 50 MP). Scoring it flattened and resized
+    full-size copies: 750 MB peak, past the unit's MemoryMax=512M on its own. It is now
+    subsampled before any copy: about the 190 MB the decoder itself needs."""
+    result = subprocess.run([sys.executable, "-c", LARGE_PNG_CHILD.format()],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = json.loads(result.stdout)
+    assert found["shape"] == [224, 224, 3]
+    assert found["mb"] < 300, found

@@ -38,9 +38,10 @@ class ImageLimits:
     max_pixels: int = 50_000_000  # per frame (≈ 8K×6K)
     max_frames: int = 500
     max_total_pixels: int = 400_000_000  # all frames of an animation together
-    # Calming decodes every frame whole and keeps a calmed copy of each: 48 MP of RGBA is
-    # ≈ 2 × 190 MB, what fits beside the proxy under the unit's MemoryMax=512M.
-    max_calm_pixels: int = 48_000_000
+    # Calming decodes every frame whole and works on full-size copies: measured 15 bytes a
+    # pixel at its peak for RGB, 20 for RGBA (docs/reliability.md). 16 MP then stays near
+    # 320 MB, what fits beside the proxy (≈ 200 MB) under the unit's MemoryMax=512M.
+    max_calm_pixels: int = 16_000_000
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,22 @@ def _flatten(frame: Image.Image) -> Image.Image:
     return frame if frame.mode == "RGB" else frame.convert("RGB")
 
 
+# Frames up to this size are flattened and resized as they are; larger ones are cut down
+# first, since each full-size copy of a 49 MP RGBA frame is 190 MB and the unit has 512.
+_SHRINK_ABOVE_PIXELS = 8_000_000
+
+
+def _shrink(frame: Image.Image, size: int) -> Image.Image:
+    """A very large decoded frame, subsampled to about four times `size` on its shorter
+    side before anything copies it at full size (Pillow's own reduce and resize make a
+    premultiplied full-size copy of RGBA first: a 49 MP PNG cost 750 MB to score). Every
+    k-th pixel at 4× oversampling, then the usual filtered resize, is plenty for scoring."""
+    step = min(frame.size) // (4 * size)
+    if frame.width * frame.height <= _SHRINK_ABOVE_PIXELS or step < 2:
+        return frame
+    return frame.resize((frame.width // step, frame.height // step), Image.Resampling.NEAREST)
+
+
 def sample_indices(frames: int, count: int) -> list[int]:
     """Evenly spaced frame indices, always including the first."""
     if frames <= count:
@@ -201,11 +218,12 @@ def frames_for_scoring(
             image.draft("RGB", (size, size))
         for index in sample_indices(info.frames, max_frames):
             decoded = _seek(image, index, limits, decoded)
-            frame = image.copy() if info.frames > 1 else image
+            # No copy of the frame: each one becomes its array before the next seek.
+            frame = image
             frame.load()
             if info.kind is MediaKind.JPEG:
                 frame = ImageOps.exif_transpose(frame)
-            frame = _flatten(frame)
+            frame = _flatten(_shrink(frame, size))
             if square:
                 if frame.size != (size, size):
                     frame = frame.resize((size, size), Image.Resampling.BILINEAR)
