@@ -214,7 +214,7 @@ def test_a_canvas_past_the_formats_limit_is_too_large_to_write_back() -> None:
     """Found by the fuzzer: a GIF frame placed at x = 65535 grows a 48×32 canvas to 65583 px
     wide (2 MP, inside every pixel limit); calming it then failed in Pillow's GIF writer
     with an OverflowError. Writing it back is now a MediaError, so on_error decides."""
-    from test_fuzz_media import _gif_frames
+    from test_fuzz_media import _encode, _gif_frames
 
     frames = [Image.new("P", (48, 32), i) for i in range(3)]
     for frame in frames:
@@ -229,9 +229,3 @@ def test_a_canvas_past_the_formats_limit_is_too_large_to_write_back() -> None:
     with pytest.raises(MediaError) as caught:
         encode_like(decoded)
     assert caught.value.reason == "too-large"
-
-
-def _encode(image: Image.Image, fmt: str, **options: object) -> bytes:
-    out = io.BytesIO()
-    image.save(out, fmt, **options)
-    return out.getvalue()
