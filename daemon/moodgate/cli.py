@@ -315,8 +315,9 @@ def log_command(
               help="An OASIS-style directory or a CSV manifest (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("models"),
               show_default=True, help="Where the ONNX slices and manifest.json go.")
-@click.option("--epochs", default=0, show_default=True,
-              help="Ordered-dropout fine-tuning epochs (0 reproduces the shipped artifacts).")
+@click.option("--epochs", default=10, show_default=True,
+              help="Ordered-dropout training epochs (10 reproduces the shipped artifacts; "
+                   "0 skips training: the pretrained backbone, cut and read out).")
 @click.option("--seed", default=20260, show_default=True, help="Split and training seed.")
 def train_command(data: tuple[str, ...], out: Path, epochs: int, seed: int) -> None:
     """Train the nested model and export every slice (needs the `train` extra: torch)."""

@@ -289,7 +289,7 @@ class NestedLite0(nn.Module):
             return F.batch_norm(x, bn.running_mean, bn.running_var, w, b, False, 0.0, BN_EPS)
         if self.bn_mode == "eval":
             mean, var = self.stats[cfg.key()][name]
-            return F.batch_norm(x, mean, var, w, b, False, 0.0, BN_EPS)
+            return F.batch_norm(x, mean[:c], var[:c], w, b, False, 0.0, BN_EPS)
         if self.bn_mode == "calib":
             with torch.no_grad():
                 m = x.mean((0, 2, 3))

