@@ -65,9 +65,10 @@ class _Bank:
     def __init__(self, model: NestedLite0, x: dict[int, torch.Tensor]) -> None:
         self.model, self.x = model, x
 
-    def trunk(self, model: NestedLite0, res: int) -> torch.Tensor:
+    def trunk(self, model: NestedLite0, res: int, flip: bool = False) -> torch.Tensor:
+        x = self.x[res].flip(-1) if flip else self.x[res]
         with torch.no_grad():
-            return model.trunk(self.x[res], SliceConfig(resolution=res))
+            return model.trunk(x, SliceConfig(resolution=res))
 
 
 @pytest.fixture(scope="module")

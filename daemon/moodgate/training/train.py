@@ -152,12 +152,17 @@ class ImageBank:
     def batch(
         self, model: NestedLite0, idx: list[int], res: int, rng: random.Random
     ) -> torch.Tensor:
-        """Cached trunk outputs with random horizontal flips (flip commutes with the trunk
+        """Cached trunk outputs with random horizontal flips."""
+        return self.flipped(model, idx, torch.tensor([rng.random() < 0.5 for _ in idx]), res)
+
+    def flipped(
+        self, model: NestedLite0, idx: list[int], flip: torch.Tensor, res: int
+    ) -> torch.Tensor:
+        """Cached trunk outputs, image k flipped where `flip[k]` (flip commutes with the trunk
         only approximately, because of TF-same padding, so the flipped copy is computed)."""
         a, b = self.trunk(model, res, False), self.trunk(model, res, True)
-        flip = torch.tensor([rng.random() < 0.5 for _ in idx]).view(-1, 1, 1, 1)
         t = torch.tensor(idx)
-        return torch.where(flip, b[t], a[t])
+        return torch.where(flip.view(-1, 1, 1, 1), b[t], a[t])
 
 
 # -- metrics ------------------------------------------------------------------------------
@@ -263,12 +268,12 @@ def _ridge_path(z: np.ndarray, y: np.ndarray, alphas: Sequence[float]) -> list[n
 
 @torch.no_grad()
 def slice_features(
-    model: NestedLite0, bank: ImageBank, sc: SliceConfig, bs: int = 64
+    model: NestedLite0, bank: ImageBank, sc: SliceConfig, bs: int = 64, flip: bool = False
 ) -> np.ndarray:
     """Pooled features of `sc` (statistics as prepared) for every image of `bank`."""
     model.eval()
     model.bn_mode = "eval"
-    x = bank.trunk(model, sc.resolution)
+    x = bank.trunk(model, sc.resolution, flip)
     return (
         torch.cat([model.features(x[i : i + bs], sc, True) for i in range(0, len(x), bs)])
         .double()
@@ -453,12 +458,6 @@ def _cosine(opt: torch.optim.Optimizer, total: int) -> torch.optim.lr_scheduler.
     )
 
 
-def _flipped(bank: ImageBank, model: NestedLite0, idx: list[int], flip: torch.Tensor, res: int):
-    a, b = bank.trunk(model, res, False), bank.trunk(model, res, True)
-    t = torch.tensor(idx)
-    return torch.where(flip.view(-1, 1, 1, 1), b[t], a[t])
-
-
 @torch.no_grad()
 def _val_r(
     model: NestedLite0,
@@ -491,19 +490,10 @@ def _train_features(
     """Ordered dropout, distilling the pretrained full network's features (module docstring)."""
     full = replace(FULL, resolution=224)
     model.use_pretrained_stats(full)
-    model.eval()  # no dropout; BN behaviour is chosen per pass through bn_mode
-    model.bn_mode = "eval"
-    with torch.no_grad():
-        teacher = {
-            flip: torch.cat(
-                [
-                    model.features(t[i : i + 64], full, True)
-                    for t in (train_bank.trunk(model, 224, flip),)
-                    for i in range(0, len(t), 64)
-                ]
-            )
-            for flip in (False, True)
-        }
+    teacher = {
+        flip: torch.from_numpy(slice_features(model, train_bank, full, flip=flip)).float()
+        for flip in (False, True)
+    }
     mu, sd = teacher[False].mean(0), teacher[False].std(0) + 1e-3
     opt = torch.optim.AdamW(_backbone_parameters(model), lr=cfg.lr_distil, weight_decay=0.0)
     n = len(train_bank.samples)
@@ -540,7 +530,7 @@ def _train_features(
                 else:  # deploys with the pretrained statistics, so it trains with them
                     model.stats[sc.key()] = model.stats[full.key()]
                     model.bn_mode = "eval"
-                f = model.features(_flipped(train_bank, model, idx, flip, sc.resolution), sc, True)
+                f = model.features(train_bank.flipped(model, idx, flip, sc.resolution), sc, True)
                 part = F.mse_loss((f - mu) / sd, target)
                 # the full pass weighs as much as all the others together: it is the anchor
                 loss = loss + (part if kind == "full" else part / (len(passes) - 1))
@@ -551,7 +541,7 @@ def _train_features(
             sched.step()
             if epoch == 0 and k == 4:
                 say(f"  5 steps done ({time.time() - t_start:.0f}s since start)")
-        model.stats = {full.key(): model.stats[full.key()]}
+        model.stats = {}
         m_full = _val_r(model, train_bank, val_bank, full, cfg)
         m_small = _val_r(model, train_bank, val_bank, small, cfg)
         model.use_pretrained_stats(full)
