@@ -38,6 +38,7 @@ class Route:
     delay: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
     encoding: str | None = None  # gzip | br | zstd
+    chunked: bool = False  # no Content-Length: Transfer-Encoding: chunked, 1 MiB chunks
 
 
 def encode(body: bytes, encoding: str | None) -> bytes:
@@ -122,13 +123,22 @@ class Origin:
                 body = encode(route.body, route.encoding)
                 self.send_response(route.status)
                 self.send_header("Content-Type", route.content_type)
-                self.send_header("Content-Length", str(len(body)))
+                if route.chunked:
+                    self.send_header("Transfer-Encoding", "chunked")
+                else:
+                    self.send_header("Content-Length", str(len(body)))
                 if route.encoding:
                     self.send_header("Content-Encoding", route.encoding)
                 for key, value in route.headers.items():
                     self.send_header(key, value)
                 self.end_headers()
-                self.wfile.write(body)
+                if not route.chunked:
+                    self.wfile.write(body)
+                    return
+                for start in range(0, len(body), 1 << 20):
+                    chunk = body[start : start + (1 << 20)]
+                    self.wfile.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                self.wfile.write(b"0\r\n\r\n")
 
             def log_message(self, *args: object) -> None:
                 pass

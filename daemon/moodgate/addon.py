@@ -21,6 +21,7 @@ from moodgate.config import Settings, load_settings
 from moodgate.engine import Engine, MediaResponse
 from moodgate.judged_copies import JudgedCopy
 from moodgate.media import SNIFF_BYTES, MediaKind, claimed_kind, segments, sniff
+from moodgate.media.content_encoding import BodyTooLarge, decoded_body
 from moodgate.media.ranges import (
     RangeNotSatisfiable,
     content_range_total,
@@ -29,7 +30,7 @@ from moodgate.media.ranges import (
 )
 from moodgate.media.sniff import accept_decodable, media_type, undecodable_image
 from moodgate.pipeline import Verdict
-from moodgate.policy import Action, Client
+from moodgate.policy import Action, Client, Inspect
 from moodgate.service import kv_line
 
 log = logging.getLogger("moodgate")
@@ -197,10 +198,10 @@ class Moodgate:
         if response.status_code != 200 or response.raw_content is None:
             return
         claimed = claimed_kind(response.headers.get("content-type"))
-        try:
-            body = response.get_content(strict=True) or b""
-        except ValueError:  # a Content-Encoding the origin got wrong
-            body = b""
+        body = self.body(flow)
+        if body is None:
+            self._too_large_once_decoded(flow, claimed)
+            return
         kind = sniff(body[:SNIFF_BYTES])
         if not _is_media(kind) and not _is_media(claimed):
             unreadable = undecodable_image(body[:SNIFF_BYTES], response.headers.get("content-type"))
@@ -214,6 +215,37 @@ class Moodgate:
         verdict = await engine.judge(self.media(flow, body, claimed))
         _apply(flow, verdict, engine.settings.debug_headers)
         flow.metadata[VERDICT] = verdict
+
+    def body(self, flow: http.HTTPFlow) -> bytes | None:
+        """The response body, content-decoded, up to the most moodgate reads (None past
+        that: a compression bomb, or just too large); b"" where it does not decode. Decoded
+        once per flow: VideoRanges reads it too."""
+        if _BODY in flow.metadata:
+            return flow.metadata[_BODY]
+        engine, response = self.engine, flow.response
+        assert engine is not None and response is not None
+        limit = read_limit(engine, engine.profile(_client(flow)).inspect)
+        body: bytes | None
+        try:
+            body = decoded_body(
+                response.raw_content or b"", response.headers.get("content-encoding"), limit
+            )
+        except BodyTooLarge:
+            body = None
+        except ValueError:  # a Content-Encoding the origin got wrong
+            body = b""
+        flow.metadata[_BODY] = body
+        return body
+
+    def _too_large_once_decoded(self, flow: http.HTTPFlow, claimed: MediaKind | None) -> None:
+        """Passed as it came, unread, or, for media, by the policy's on_too_large."""
+        engine = self.engine
+        assert engine is not None
+        inspect = engine.profile(_client(flow)).inspect
+        if claimed is None or not (inspect.video if claimed.is_video else inspect.images):
+            return
+        verdict = engine.judge_unbuffered(self.media(flow, b"", claimed), "too-large")
+        _apply(flow, verdict, engine.settings.debug_headers)
 
     async def _inline(self, flow: http.HTTPFlow, body: bytes) -> None:
         engine, response = self.engine, flow.response
@@ -328,7 +360,7 @@ class VideoRanges:
             return  # an init segment is not the file
         if not (path.endswith(_PROGRESSIVE_VIDEO) or flow.metadata.get(_ASKED_RANGE)):
             return  # segments are fetched whole: no one asks for them in ranges
-        body = response.get_content(strict=False) or b""
+        body = verdict.body if verdict.body is not None else self.core.body(flow) or b""
         client = _client(flow)
         copy = JudgedCopy(
             body, response.headers.get("content-type", kind.mime), verdict.body is not None,
@@ -351,7 +383,9 @@ class VideoRanges:
             return
         if not engine.profile(_client(flow)).inspect.video:
             return
-        body = response.get_content(strict=False) or b""
+        body = self.core.body(flow)
+        if body is None:
+            return  # unpacks to more than a fragment could be: passed as it came
         fragment = segments.is_media_segment(body) or (
             segments.is_init_segment(body) and segments.init_is_fragmented(body)
         )  # a plain MP4's first slice holds a moov too, but no mvex
@@ -366,6 +400,67 @@ class VideoRanges:
             # length changes: the same start, the new body's end.
             response.headers["accept-ranges"] = "bytes"
             response.headers["content-range"] = moved_content_range(sent, len(verdict.body))
+
+
+class LargeBodies:
+    """What moodgate will not judge is streamed, not held in memory: one 2 GB download held
+    whole would take the filter past its memory limit (the unit's MemoryMax) and cut every
+    device off.
+
+    - A body of known length over the most moodgate reads of its kind streams from its first
+      byte. A picture over `max_image_bytes` cannot be judged, so the policy's on_too_large
+      decides, as for video; anything else over the most that could be judged (a picture
+      or video behind a wrong Content-Type, pictures inlined in a page) passes.
+    - A body of unknown length is held up to that same ceiling and then streamed on:
+      mitmproxy's `stream_large_bodies`, set here unless it was set by hand.
+
+    Video has its own rules (Moodgate.responseheaders, VideoRanges).
+    """
+
+    def __init__(self, core: Moodgate) -> None:
+        self.core = core
+        self._ceiling_set: str | None = None
+
+    def running(self) -> None:
+        self._apply_ceiling()
+
+    def _apply_ceiling(self) -> None:
+        engine = self.core.engine
+        if engine is None:
+            return
+        ceiling = str(max(engine.settings.max_image_bytes, _INLINE_MAX_BYTES,
+                          engine.policy.current.largest_video_bytes))  # fmt: skip
+        current = ctx.options.stream_large_bodies
+        if current == ceiling or (current is not None and current != self._ceiling_set):
+            return  # already right, or chosen by whoever runs the proxy
+        ctx.options.update(stream_large_bodies=ceiling)
+        self._ceiling_set = ceiling
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        engine, response = self.core.engine, flow.response
+        if engine is None or response is None or flow.metadata.get(_FROM_COPY):
+            return
+        self._apply_ceiling()  # a reloaded policy may read longer video
+        length = response.headers.get("content-length", "")
+        if response.stream or flow.request.method == "HEAD" or not length.isdigit():
+            return
+        size, claimed = int(length), claimed_kind(response.headers.get("content-type"))
+        if claimed is not None and claimed.is_video:
+            return
+        inspect = engine.profile(_client(flow)).inspect
+        picture = claimed is not None and claimed.is_image and inspect.images
+        if picture and response.status_code == 200:
+            if size <= engine.settings.max_image_bytes:
+                return
+            verdict = engine.judge_unbuffered(self.core.media(flow, b"", claimed), "too-large")
+            if verdict.action is Action.BLOCK:
+                flow.kill()  # before the body, like video: nothing is downloaded for naught
+                return
+            if engine.settings.debug_headers:
+                response.headers["x-moodgate"] = debug_header(verdict)
+        elif size <= max(engine.settings.max_image_bytes, inspect.max_video_bytes):
+            return
+        response.stream = True
 
 
 class PinnedApps:
@@ -408,6 +503,13 @@ _INLINE_TYPES = {
     "application/x-javascript", "application/json", "text/plain", "image/svg+xml",
 }  # fmt: skip
 _INLINE_MAX_BYTES = 16 * 1024 * 1024
+_BODY = "moodgate_body"  # flow.metadata: the decoded body (Moodgate.body)
+
+
+def read_limit(engine: Engine, inspect: Inspect) -> int:
+    """The most of one body that moodgate reads for a profile: a picture, a video, a page
+    with pictures inlined."""
+    return max(engine.settings.max_image_bytes, inspect.max_video_bytes, _INLINE_MAX_BYTES)
 _FROM_COPY = "moodgate_from_copy"  # flow.metadata: answered from a judged copy
 _ASKED_RANGE = "moodgate_range"  # flow.metadata: the Range the client sent, removed upstream
 VERDICT = "moodgate_verdict"  # flow.metadata: Moodgate's verdict, for the addons after it
@@ -504,7 +606,7 @@ def build_addons() -> tuple[Moodgate, list[object]]:
     """The core addon (it owns the engine) and the whole set, the core first: the others
     read its engine and, in `response`, its verdict."""
     core = Moodgate()
-    return core, [core, VideoRanges(core), PinnedApps(core)]
+    return core, [core, VideoRanges(core), LargeBodies(core), PinnedApps(core)]
 
 
 addons = build_addons()[1]

@@ -298,14 +298,17 @@ class Engine:
         return verdict
 
     def judge_unbuffered(self, response: MediaResponse, reason: str) -> Verdict:
-        """Video that is not buffered, so never judged: too large, of unknown size, or not
-        inspected. Passed (streamed through) or, by the policy's on_too_large, blocked."""
+        """Media that is not buffered, so never judged: video too large, of unknown size, or
+        not inspected; a picture over max_image_bytes. Passed (streamed through) or, by the
+        policy's on_too_large, blocked."""
         profile = self.profile(response.client)
         rule = f"{profile.child}/{reason}"
+        kind = response.claimed_kind
+        made = VideoVerdict if kind is None or kind.is_video else Verdict
         if reason != "video-not-inspected" and profile.too_large_action is Action.BLOCK:
-            verdict = VideoVerdict(Action.BLOCK, rule, "too-large", kind=response.claimed_kind)
+            verdict = made(Action.BLOCK, rule, "too-large", kind=kind)
         else:
-            verdict = VideoVerdict(Action.PASS, rule, "streamed", kind=response.claimed_kind)
+            verdict = made(Action.PASS, rule, "streamed", kind=kind)
         self.record(response, profile, verdict, 0.0)
         return verdict
 

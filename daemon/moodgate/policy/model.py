@@ -168,6 +168,11 @@ class Policy:
         self.timezone = timezone
         self.timezone_name = timezone_name
         self._profiles = dict(profiles)
+        # The longest video body any profile has moodgate buffer and judge (LargeBodies).
+        self.largest_video_bytes = max(
+            (p.inspect.max_video_bytes for p in self._profiles.values() if p.inspect.video),
+            default=0,
+        )
         self._windows = dict(windows)
         self._directory = directory
         self._children = list(children)

@@ -1,0 +1,159 @@
+"""Large bodies through a real proxy: what moodgate will not judge streams through instead of
+being held in memory, so one big download cannot push `moodgate serve` past the unit's
+MemoryMax=512M (and every device off the network with it)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import media_factory as mf
+from moodgate.record.store import recent_decisions
+from realnet import Origin, Proxy, Route
+from test_fault_memory import vm
+
+MB = 1024 * 1024
+# Small ceilings, so the test bodies stay small: pictures are read up to 4 MB, video up to
+# 8 MB; inlined pictures are read in pages up to 16 MB, so that is the ceiling.
+SETTINGS = f"max_image_bytes: {4 * MB}\n"
+POLICY = """version: 1
+default:
+  preset: 8-12
+  on_error: {on_error}
+  inspect:
+    max_video_bytes: 8 MB
+"""
+BIG = 96 * MB
+CEILING = 16 * MB
+
+
+def _big_body(size: int) -> bytes:
+    # Not compressible and not a picture: what a game download or a disk image looks like.
+    return hashlib.shake_256(b"moodgate").digest(size)
+
+
+def _proxy(tmp_path: Path, on_error: str) -> Proxy:
+    (tmp_path / "settings.yaml").write_text(SETTINGS)
+    (tmp_path / "policy.yaml").write_text(POLICY.format(on_error=on_error))
+    extra = ["--scorer", "heuristic", "--config", str(tmp_path / "settings.yaml")]
+    return Proxy(tmp_path / "state", tmp_path / "policy.yaml", extra=extra)
+
+
+def _row(proxy: Proxy, path: str) -> dict[str, Any]:
+    """The newest decision about `path` (rows are written off the hot path: wait for it)."""
+    deadline = time.monotonic() + 15
+    while True:
+        found = [r for r in recent_decisions(proxy.database) if r["path"] == path]
+        if found or time.monotonic() > deadline:
+            assert found, f"no decision recorded for {path}"
+            return found[0]
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def big() -> bytes:
+    return _big_body(BIG)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["known-length", "chunked"])
+def test_a_large_download_streams_through_intact_without_being_held(
+    tmp_path: Path, big: bytes, chunked: bool
+) -> None:
+    routes = {"/warm.jpg": Route(mf.jpeg(mf.vivid_chaos(200, 150)), "image/jpeg"),
+              "/game.bin": Route(big, "application/octet-stream", chunked=chunked)}  # fmt: skip
+    with Origin(routes) as origin, _proxy(tmp_path, "pass") as proxy:
+        assert proxy.process is not None
+        assert proxy.fetch(origin.url("/warm.jpg")).status == 200
+        time.sleep(1.0)
+        idle = vm(proxy.process.pid, "VmHWM")
+        got = proxy.fetch(origin.url("/game.bin"), timeout=120)
+        peak = vm(proxy.process.pid, "VmHWM")
+        print(f"{BIG // MB} MB, chunked={chunked}: idle {idle:.0f} MB, peak {peak:.0f} MB")
+        assert got.status == 200 and got.body == big
+        # Known length: nothing held. Unknown: held up to the ceiling, then streamed on;
+        # mitmproxy's growing buffer and its copy cost a few times the ceiling.
+        allowed = 24 if not chunked else 24 + 5 * CEILING / MB
+        assert peak - idle < allowed
+        assert proxy.process.poll() is None
+
+
+def test_a_picture_over_max_image_bytes_follows_on_too_large(tmp_path: Path) -> None:
+    """A picture too large to read cannot be judged: passed as it is (on_error: pass)."""
+    picture = b"\xff\xd8\xff\xe0" + _big_body(6 * MB)
+    routes = {"/huge.jpg": Route(picture, "image/jpeg")}
+    with Origin(routes) as origin, _proxy(tmp_path, "pass") as proxy:
+        got = proxy.fetch(origin.url("/huge.jpg"), timeout=60)
+        assert got.status == 200 and got.body == picture
+        assert (got.header("x-moodgate") or "").startswith("pass;")
+        row = _row(proxy, "/huge.jpg")
+        assert (row["action"], row["outcome"], row["kind"]) == ("pass", "streamed", "jpeg")
+
+
+def test_a_picture_over_max_image_bytes_is_refused_where_unjudged_is_blocked(
+    tmp_path: Path,
+) -> None:
+    """on_error: block (no on_too_large): both connections close before the body is
+    fetched, the row says why, and the proxy goes on serving."""
+    picture = b"\xff\xd8\xff\xe0" + _big_body(6 * MB)
+    small = mf.jpeg(mf.vivid_chaos(200, 150))
+    routes = {"/huge.jpg": Route(picture, "image/jpeg"), "/ok.jpg": Route(small, "image/jpeg")}
+    with Origin(routes) as origin, _proxy(tmp_path, "block") as proxy:
+        started = time.monotonic()
+        with pytest.raises((OSError, http.client.HTTPException)):
+            proxy.fetch(origin.url("/huge.jpg"), timeout=60)
+        assert time.monotonic() - started < 10
+        row = _row(proxy, "/huge.jpg")
+        assert (row["action"], row["outcome"]) == ("block", "too-large")
+        assert proxy.fetch(origin.url("/ok.jpg")).status in (200, 403)
+
+
+def test_a_picture_under_the_limit_is_still_judged(tmp_path: Path) -> None:
+    picture = mf.jpeg(mf.vivid_chaos(640, 480))
+    routes = {"/photo.jpg": Route(picture, "image/jpeg", chunked=True)}
+    with Origin(routes) as origin, _proxy(tmp_path, "pass") as proxy:
+        got = proxy.fetch(origin.url("/photo.jpg"))
+        assert got.status == 200
+        assert not (got.header("x-moodgate") or "").endswith("streamed")
+        assert _row(proxy, "/photo.jpg")["outcome"] not in ("streamed", "too-large")
+
+
+@pytest.fixture(scope="module")
+def gzip_bomb() -> bytes:
+    return gzip.compress(b"<html><body>" + bytes(128 * MB), 6)  # ≈ 128 KB on the wire
+
+
+@pytest.mark.parametrize(
+    ("content_type", "on_error", "status"),
+    [("text/html", "block", 200), ("image/jpeg", "pass", 200), ("image/jpeg", "block", 403)],
+)
+def test_a_compression_bomb_is_not_unpacked(
+    tmp_path: Path, gzip_bomb: bytes, content_type: str, on_error: str, status: int
+) -> None:
+    """128 MB of zeros in 128 KB of gzip: decoding stops at the most moodgate reads. A page
+    passes as it came; a picture that cannot be read follows on_too_large (on_error)."""
+    gzipped = {"Content-Encoding": "gzip"}
+    routes = {"/warm.jpg": Route(mf.jpeg(mf.vivid_chaos(200, 150)), "image/jpeg"),
+              "/bomb": Route(gzip_bomb, content_type, headers=gzipped)}  # fmt: skip
+    with Origin(routes) as origin, _proxy(tmp_path, on_error) as proxy:
+        assert proxy.process is not None
+        assert proxy.fetch(origin.url("/warm.jpg")).status in (200, 403)
+        time.sleep(1.0)
+        idle = vm(proxy.process.pid, "VmHWM")
+        got = proxy.fetch(origin.url("/bomb"), timeout=60)
+        peak = vm(proxy.process.pid, "VmHWM")
+        print(f"gzip bomb as {content_type}: idle {idle:.0f} MB, peak {peak:.0f} MB")
+        assert got.status == status
+        if status == 200:
+            assert got.body == gzip_bomb
+        assert peak - idle < 24 + 2 * CEILING / MB
+        if content_type.startswith("image/"):
+            row = _row(proxy, "/bomb")
+            assert row["action"] == ("block" if status == 403 else "pass")
+            assert row["rule"] == "default/too-large"
+        assert proxy.process.poll() is None
