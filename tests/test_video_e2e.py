@@ -493,6 +493,32 @@ def test_a_plain_mp4_whose_first_range_holds_its_moov_is_not_taken_for_dash(stac
         origin.close()
 
 
+def test_a_video_too_large_to_judge_is_refused_in_ranges_too(stack, library) -> None:
+    """Safari reads every video in ranges. For a file over max_video_bytes, a child whose
+    policy blocks what it cannot judge gets the ranges refused, as the whole file would be;
+    a child whose policy passes it gets them as they are. DASH on-demand is still judged
+    fragment by fragment (test above), however large the file."""
+    proxy, _ = stack
+    original = library["/flash.mp4"]
+    assert len(original) > 10000  # bigkid's and bigstrict's max_video_bytes
+    origin = RangeOrigin(original)
+    url = origin.url("/long-film.mp4")
+    try:
+        for wanted in ("bytes=0-1", "bytes=0-4095", "bytes=5000-"):
+            status, headers, _ = fetch_range(proxy, "bigstrict", url, wanted)
+            assert status == 403 and headers["x-moodgate"].startswith("block;"), wanted
+            status, headers, body = fetch_range(proxy, "bigkid", url, wanted)
+            start, _, end = wanted.removeprefix("bytes=").partition("-")
+            stop = int(end) + 1 if end else len(original)
+            assert status == 206 and body == original[int(start) : stop]
+        refused = segment_rows(proxy, "bigstrict", "/long-film.mp4", 3)
+        assert [(r["action"], r["outcome"]) for r in refused] == [("block", "too-large")] * 3
+        assert not [r for r in rows(proxy, 0) if r["child"] == "bigkid"
+                    and r["path"] == "/long-film.mp4"]  # fmt: skip
+    finally:
+        origin.close()
+
+
 def test_a_policy_edit_retires_the_judged_copies(tmp_path, library) -> None:
     """Seeking after the parents tightened the rules is judged under the new rules, not cut
     from the copy judged under the old ones."""

@@ -293,9 +293,10 @@ class VideoRanges:
       range is cut from the judged copy;
     - a fragmented MP4 read in ranges (DASH on-demand) is judged one fragment at a time, at
       the manifest's offsets;
-    - other ranges (a file of unknown or too large size) pass as they are; a video 206 answer
-      tells the file's size for next time, and that it is a video even without a video
-      extension.
+    - other ranges (a file of unknown or too large size) pass as they are, except where the
+      file is known to be too large to judge and the policy's on_too_large blocks that; a
+      video 206 answer tells the file's size for next time, and that it is a video even
+      without a video extension.
     """
 
     def __init__(self, core: Moodgate) -> None:
@@ -333,6 +334,21 @@ class VideoRanges:
         total = content_range_total(response.headers.get("content-range"))
         if claimed is not None and claimed.is_video and total is not None:
             engine.copies.note_size(flow.request.pretty_url, total)
+            if response.stream and self._refusal(flow, claimed, total) is not None:
+                flow.kill()  # streaming already (over the body ceiling): refuse it now
+
+    def _refusal(self, flow: http.HTTPFlow, claimed: MediaKind, total: int) -> Verdict | None:
+        """A range of a plain video file too large to judge, where the policy blocks what it
+        cannot judge (on_too_large): refused and recorded, as the whole file would be. A
+        fragmented file read in ranges (DASH on-demand) is judged fragment by fragment."""
+        engine = self.core.engine
+        assert engine is not None
+        profile = engine.profile(_client(flow))
+        if (not profile.inspect.video or total <= profile.inspect.max_video_bytes
+                or profile.too_large_action is not Action.BLOCK
+                or engine.copies.is_fragmented(flow.request.pretty_url)):  # fmt: skip
+            return None
+        return engine.judge_unbuffered(self.core.media(flow, b"", claimed), "too-large")
 
     async def response(self, flow: http.HTTPFlow) -> None:
         engine, response = self.core.engine, flow.response
@@ -390,7 +406,13 @@ class VideoRanges:
             segments.is_init_segment(body) and segments.init_is_fragmented(body)
         )  # a plain MP4's first slice holds a moov too, but no mvex
         if sniff(body[:SNIFF_BYTES]) is not MediaKind.MP4 or not fragment:
-            return  # a slice of a plain file: passed (its size is noted for the next range)
+            # A slice of a plain file: passed (its size is noted for the next range), unless
+            # the whole is too large to judge and the policy blocks that.
+            total = content_range_total(response.headers.get("content-range"))
+            refusal = None if total is None else self._refusal(flow, claimed, total)
+            if refusal is not None:
+                _apply(flow, refusal, engine.settings.debug_headers)
+            return
         engine.copies.note_fragmented(flow.request.pretty_url)
         verdict = await engine.judge(self.core.media(flow, body, claimed))
         sent = response.headers.get("content-range")
