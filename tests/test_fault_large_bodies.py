@@ -157,3 +157,20 @@ def test_a_compression_bomb_is_not_unpacked(
             assert row["action"] == ("block" if status == 403 else "pass")
             assert row["rule"] == "default/too-large"
         assert proxy.process.poll() is None
+
+
+def test_a_large_page_under_the_inline_limit_still_has_its_pictures_judged(
+    tmp_path: Path,
+) -> None:
+    """10 MB of page, over max_image_bytes and max_video_bytes here but under the 16 MB that
+    moodgate reads of a page: it is read whole, and the picture inlined in it is judged."""
+    import base64
+
+    picture = mf.jpeg(mf.vivid_chaos(320, 240))
+    inlined = b'<img src="data:image/jpeg;base64,' + base64.b64encode(picture) + b'">'
+    page = b"<html><body>" + inlined + b"<p>" + b"x" * (10 * MB) + b"</p></body></html>"
+    routes = {"/big.html": Route(page, "text/html; charset=utf-8")}
+    with Origin(routes) as origin, _proxy(tmp_path, "pass") as proxy:
+        got = proxy.fetch(origin.url("/big.html"), timeout=60)
+        assert got.status == 200 and got.body.endswith(b"</p></body></html>")
+        assert _row(proxy, "/big.html#inline-1")["kind"] == "jpeg"

@@ -467,21 +467,19 @@ class LargeBodies:
         if response.stream or flow.request.method == "HEAD" or not length.isdigit():
             return
         size, claimed = int(length), claimed_kind(response.headers.get("content-type"))
-        if claimed is not None and claimed.is_video:
-            return
+        if size <= engine.settings.max_image_bytes or (claimed is not None and claimed.is_video):
+            return  # nearly every response: read whole, no profile to look up
         inspect = engine.profile(_client(flow)).inspect
         picture = claimed is not None and claimed.is_image and inspect.images
         if picture and response.status_code == 200:
-            if size <= engine.settings.max_image_bytes:
-                return
             verdict = engine.judge_unbuffered(self.core.media(flow, b"", claimed), "too-large")
             if verdict.action is Action.BLOCK:
                 flow.kill()  # before the body, like video: nothing is downloaded for naught
                 return
             if engine.settings.debug_headers:
                 response.headers["x-moodgate"] = debug_header(verdict)
-        elif size <= max(engine.settings.max_image_bytes, inspect.max_video_bytes):
-            return
+        elif size <= read_limit(engine, inspect):
+            return  # a video behind a wrong Content-Type, a page with pictures inlined
         response.stream = True
 
 
