@@ -196,6 +196,8 @@ def test_training_smoke(tmp_path: Path, objective: str) -> None:
             assert s["val_lower_bits"]["8"] == s["val"]
             assert s["lower_bits_statistics"]["4"] in ("int8", "recalibrated")
             assert "4" in s["val_lower_bits_with_int8_statistics"]
+        assert s["readout"]["views_per_image"] in (0, cfg.readout_views)
+        assert -1.0 <= s["readout"]["train_cv_r"] <= 1.0
 
 
 def test_feature_distillation_trains_the_cuts_and_keeps_the_full_network() -> None:
@@ -253,6 +255,77 @@ def test_ridge_path_matches_the_normal_equations() -> None:
         reg[-1, -1] = 0.0
         want = np.linalg.solve(a.T @ a + reg, a.T @ y)
         assert np.abs(_ridge(z, y, 5.0) - want).max() < 1e-9
+
+
+def _bank_of(images: list[np.ndarray], targets: np.ndarray) -> ImageBank:
+    bank = ImageBank.__new__(ImageBank)
+    bank.images = images
+    bank.targets = torch.tensor(targets, dtype=torch.float32)
+    bank._plain, bank._trunk = {}, {}
+    return bank
+
+
+def test_readout_views_are_fixed_crops_of_their_own_image() -> None:
+    rng = np.random.default_rng(0)
+    bank = _bank_of(
+        [rng.integers(0, 256, (205, 256, 3), dtype=np.uint8),
+         rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)],
+        np.zeros((2, 2)),
+    )  # fmt: skip
+    views = bank.views(8, 0.5, seed=3)
+    assert views == bank.views(8, 0.5, seed=3)
+    assert views != bank.views(8, 0.5, seed=4)
+    assert [v.owner for v in views] == [0] * 8 + [1] * 8
+    assert 0 < sum(v.mirrored for v in views) < len(views)
+    for v in views:
+        h, w = bank.images[v.owner].shape[:2]
+        x0, y0, x1, y1 = v.box
+        assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+        assert (x1 - x0) * (y1 - y0) >= 0.45 * w * h
+        crop = bank.images[v.owner][y0:y1, x0:x1]
+        assert np.array_equal(bank.view_pixels(v), crop[:, ::-1] if v.mirrored else crop)
+
+
+def test_views_only_train_and_only_in_their_own_images_fold() -> None:
+    """Copies of an image in another fold would let ridge look up the answer: on noise
+    labels that shows as a high CV r. Kept in their image's fold, and never scored, they
+    cannot."""
+    from moodgate.training.train import _best_ridge_alpha
+
+    rng = np.random.default_rng(1)
+    z, y = rng.normal(size=(100, 300)), rng.normal(size=(100, 2))
+    folds, owner = np.arange(100) % 5, np.repeat(np.arange(100), 4)
+    z_all, y_all = np.r_[z, z[owner] + 0.01 * rng.normal(size=(400, 300))], np.r_[y, y[owner]]
+    alphas = (1.0, 10.0, 100.0)
+    grouped, _ = _best_ridge_alpha(z_all, y_all, np.r_[folds, folds[owner]], alphas, scored=100)
+    leaky, _ = _best_ridge_alpha(z_all, y_all, np.r_[folds, (folds[owner] + 1) % 5], alphas, 100)
+    assert grouped < 0.3 < leaky
+
+
+def test_readout_takes_the_views_only_where_cross_validation_says_so(
+    pretrained: NestedLite0,
+) -> None:
+    """On labels the views cannot inform (noise), the read-out is fitted as before or with
+    views, whichever CV-scores higher, and the score stays honest (near zero)."""
+    from moodgate.training.train import fit_readout, fit_shipped_readout, slice_features
+
+    rng = np.random.default_rng(2)
+    images = [rng.integers(0, 256, (72, 90, 3), dtype=np.uint8) for _ in range(40)]
+    bank = _bank_of(images, rng.uniform(-1, 1, (40, 2)))
+    sc = SliceConfig(resolution=64)
+    cfg = TrainConfig(readout_views=3)
+    pretrained.use_pretrained_stats(sc)
+    try:
+        plain = fit_readout(pretrained, bank, sc, cfg)
+        weight = pretrained.readouts[sc.key()].weight.clone()
+        r, kept = fit_shipped_readout(pretrained, bank, sc, cfg, views=3)
+        assert kept in (0, 3) and r >= plain and r < 0.5
+        changed = not torch.equal(pretrained.readouts[sc.key()].weight, weight)
+        assert changed == (kept == 3)
+        assert slice_features(pretrained, bank, sc).shape == (40, weight.shape[1])
+    finally:
+        pretrained.stats.pop(sc.key(), None)
+        pretrained.readouts.pop(sc.key(), None)
 
 
 def test_uncut_slices_keep_pretrained_stats_and_cut_ones_recalibrate(

@@ -126,8 +126,9 @@ def ladder_table(manifest: dict) -> str:
     """Torch-side numbers from training: fp32 vs int8 vs lower bit-widths, per width."""
     lines = [
         "| width | input | MFLOPs | kept expansion blocks (b5…b15, of 8) | stage depth (s3…s6) "
-        "| fp32 r V/A | int8 r V/A | 6-bit | 5-bit | 4-bit |",
-        "|" + "---|" * 10,
+        "| read-out train-CV r (views per image) | fp32 r V/A | int8 r V/A | 6-bit | 5-bit "
+        "| 4-bit |",
+        "|" + "---|" * 11,
     ]
     for s in sorted(manifest["slices"], key=lambda s: -s["width"]):
         if s["precision"] != "int8":
@@ -136,8 +137,10 @@ def ladder_table(manifest: dict) -> str:
         exp = "".join(str(lay["expand_blocks"][f"b{i}"]) for i in range(5, 16))
         depth = "".join(str(d) for d in lay["stage_depth"][3:])
         lower = " | ".join(_lower_bits(s, b) for b in ("6", "5", "4"))
+        readout = s.get("readout")
+        cv = f"{readout['train_cv_r']:.3f} ({readout['views_per_image']})" if readout else "–"
         lines.append(
-            f"| {s['width']:g} | {s['input_size']} | {s['mflops']:.1f} | {exp} | {depth} "
+            f"| {s['width']:g} | {s['input_size']} | {s['mflops']:.1f} | {exp} | {depth} | {cv} "
             f"| {_fmt(s.get('val_fp32_torch'))} | {_fmt(s['val'])} | {lower} |"
         )
     return "\n".join(lines)

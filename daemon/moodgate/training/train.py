@@ -32,6 +32,11 @@ the label objective has moved the backbone), its own ridge read-out fitted on tr
 features, and the 5-fold cross-validated r of that read-out on the training images as the
 score. The validation split is never used to pick anything, so the validation numbers in the
 manifest are a clean hold-out.
+
+The shipped slices' read-outs may also learn from `readout_views` random crops (half of them
+mirrored) of every training image, each labelled with its image's rating. Whether they do is
+decided per slice by the same cross-validation: folds keep an image and its views together,
+and only original images are scored.
 """
 
 from __future__ import annotations
@@ -108,6 +113,9 @@ class TrainConfig:
     budgets: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125)
     search_step: float = 0.1  # each greedy move removes at least this share of MFLOPs
     calib_images: int = 320
+    # augmented views per training image offered to each shipped slice's read-out (0 = none)
+    readout_views: int = 8
+    view_min_area: float = 0.5  # a view keeps at least this share of the picture
     eval_bits: tuple[int, ...] = (6, 5, 4)
     threads: int = 2
     max_images: int | None = None  # smoke tests only
@@ -164,6 +172,40 @@ class ImageBank:
         t = torch.tensor(idx)
         return torch.where(flip.view(-1, 1, 1, 1), b[t], a[t])
 
+    def views(self, per_image: int, min_area: float, seed: int) -> list[View]:
+        """`per_image` random crops of every image (at least `min_area` of it, aspect 3:4 to
+        4:3), half of them mirrored; the same ones for the same arguments."""
+        rng = random.Random(seed)
+        out = []
+        for owner, im in enumerate(self.images):
+            h, w = im.shape[:2]
+            for _ in range(per_image):
+                box = (0, 0, w, h)
+                for _ in range(10):
+                    area = rng.uniform(min_area, 1.0) * h * w
+                    aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+                    cw, ch = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+                    if cw <= w and ch <= h:
+                        x0, y0 = rng.randint(0, w - cw), rng.randint(0, h - ch)
+                        box = (x0, y0, x0 + cw, y0 + ch)
+                        break
+                out.append(View(owner, box, rng.random() < 0.5))
+        return out
+
+    def view_pixels(self, view: View) -> np.ndarray:
+        x0, y0, x1, y1 = view.box
+        im = self.images[view.owner][y0:y1, x0:x1]
+        return np.ascontiguousarray(im[:, ::-1] if view.mirrored else im)
+
+
+@dataclass(frozen=True)
+class View:
+    """A crop of a training image, labelled with that image's rating."""
+
+    owner: int
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1
+    mirrored: bool
+
 
 # -- metrics ------------------------------------------------------------------------------
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -212,19 +254,27 @@ def calibrate(model: NestedLite0, bank: ImageBank, cfg: SliceConfig, n: int, bs:
 
 
 def _best_ridge_alpha(
-    z: np.ndarray, y: np.ndarray, folds: np.ndarray, alphas: Sequence[float]
+    z: np.ndarray,
+    y: np.ndarray,
+    folds: np.ndarray,
+    alphas: Sequence[float],
+    scored: int | None = None,
 ) -> tuple[float, float]:
-    """(mean CV Pearson r over valence and arousal, alpha) of the best ridge alpha, 5 folds."""
-    preds = {a: np.zeros_like(y) for a in alphas}
+    """(mean CV Pearson r over valence and arousal, alpha) of the best ridge alpha, 5 folds.
+
+    Only the first `scored` rows (default: all) are predicted and scored; the rest (augmented
+    views) only ever train, in the fold of the image they came from."""
+    n = len(z) if scored is None else scored
+    preds = {a: np.zeros_like(y[:n]) for a in alphas}
     for k in range(5):
-        tr, te = folds != k, folds == k
+        tr, te = folds != k, folds[:n] == k
         if tr.sum() < 2 or te.sum() < 1:
             continue
         for alpha, w in zip(alphas, _ridge_path(z[tr], y[tr], alphas), strict=True):
-            preds[alpha][te] = np.c_[z[te], np.ones(te.sum())] @ w
+            preds[alpha][te] = np.c_[z[:n][te], np.ones(te.sum())] @ w
     best = (-1e9, alphas[0])
     for alpha, pred in preds.items():
-        r = (pearson(pred[:, 0], y[:, 0]) + pearson(pred[:, 1], y[:, 1])) / 2
+        r = (pearson(pred[:, 0], y[:n, 0]) + pearson(pred[:, 1], y[:n, 1])) / 2
         best = max(best, (r, alpha))
     return best
 
@@ -291,13 +341,49 @@ def prepare_slice(model: NestedLite0, bank: ImageBank, sc: SliceConfig, cfg: Tra
 
 
 @torch.no_grad()
+def view_features(
+    model: NestedLite0, bank: ImageBank, views: Sequence[View], sc: SliceConfig, bs: int = 64
+) -> np.ndarray:
+    """Pooled features of `sc` (statistics as prepared) for augmented views of `bank`."""
+    model.eval()
+    model.bn_mode = "eval"
+    out = []
+    for i in range(0, len(views), bs):
+        x = np.stack([preprocess(bank.view_pixels(v), sc.resolution) for v in views[i : i + bs]])
+        out.append(model.features(torch.from_numpy(x), sc))
+    return torch.cat(out).double().numpy() if out else np.zeros((0, 0))
+
+
+@torch.no_grad()
 def fit_readout(model: NestedLite0, bank: ImageBank, sc: SliceConfig, cfg: TrainConfig) -> float:
     """Fit the cut's own ridge read-out on `bank`; returns its 5-fold CV r (the search score)."""
+    return fit_shipped_readout(model, bank, sc, cfg, views=0)[0]
+
+
+@torch.no_grad()
+def fit_shipped_readout(
+    model: NestedLite0, bank: ImageBank, sc: SliceConfig, cfg: TrainConfig, views: int
+) -> tuple[float, int]:
+    """Fit the cut's own ridge read-out on `bank`, offered `views` augmented views per image
+    too; returns (5-fold CV r on the original images, views per image the fit kept: the
+    views stay out where they do not raise that CV r)."""
     f = slice_features(model, bank, sc)
     mu, sd = f.mean(0), f.std(0) + 1e-3
     z = (f - mu) / sd
     y = bank.targets.double().numpy()
-    r, alpha = _best_ridge_alpha(z, y, np.arange(len(z)) % 5, cfg.ridge_alphas)
+    folds = np.arange(len(z)) % 5
+    r, alpha = _best_ridge_alpha(z, y, folds, cfg.ridge_alphas)
+    kept = 0
+    if views > 0:
+        vs = bank.views(views, cfg.view_min_area, cfg.seed)
+        owner = np.array([v.owner for v in vs])
+        z_all = np.r_[z, (view_features(model, bank, vs, sc) - mu) / sd]
+        y_all, folds_all = np.r_[y, y[owner]], np.r_[folds, folds[owner]]
+        r_views, alpha_views = _best_ridge_alpha(
+            z_all, y_all, folds_all, cfg.ridge_alphas, scored=len(z)
+        )
+        if r_views > r:
+            r, alpha, kept, z, y = r_views, alpha_views, views, z_all, y_all
     w = _ridge(z, y, alpha)
     model.readouts[sc.key()] = Readout(
         torch.from_numpy(mu).float(),
@@ -305,7 +391,7 @@ def fit_readout(model: NestedLite0, bank: ImageBank, sc: SliceConfig, cfg: Train
         torch.from_numpy(w[:-1].T.copy()).float(),
         torch.from_numpy(w[-1].copy()).float(),
     )
-    return r
+    return r, kept
 
 
 @torch.no_grad()
@@ -723,9 +809,12 @@ def _finish(
     # export every (slice, precision); int8 for all widths, fp32 while the size budget allows
     slices = []
     onnx_check = []
+    readout_cv: dict[float, dict[str, float]] = {}
     for w, sc in sorted(picks.items(), reverse=True):
         prepare_slice(model, train_bank, sc, cfg)
-        say(f"width {w}: read-out train-CV r={fit_readout(model, train_bank, sc, cfg):.3f}")
+        r, views = fit_shipped_readout(model, train_bank, sc, cfg, cfg.readout_views)
+        readout_cv[w] = {"train_cv_r": round(r, 4), "views_per_image": views}
+        say(f"width {w}: read-out train-CV r={r:.3f} ({views} augmented views per image)")
     # slices that differ only in input size (uncut, pretrained statistics) share one file
     groups: list[list[float]] = []
     for w in sorted(picks, reverse=True):
@@ -774,6 +863,7 @@ def _finish(
                         "bytes": path.stat().st_size,
                         "sha256": _sha256(path),
                         "val": acc[w][prec],
+                        "readout": readout_cv[w],
                         "val_lower_bits": acc[w]["bits"] if prec == "int8" else None,
                         **(
                             {
