@@ -174,3 +174,22 @@ def test_a_large_page_under_the_inline_limit_still_has_its_pictures_judged(
         got = proxy.fetch(origin.url("/big.html"), timeout=60)
         assert got.status == 200 and got.body.endswith(b"</p></body></html>")
         assert _row(proxy, "/big.html#inline-1")["kind"] == "jpeg"
+
+
+def test_a_download_under_the_video_limit_is_not_held_either(tmp_path: Path) -> None:
+    """With the shipped defaults (video read up to 64 MB), a 40 MB download is not held for a
+    video it might be: past 16 MB a body not typed as media streams."""
+    body = _big_body(40 * MB)
+    routes = {"/warm.jpg": Route(mf.jpeg(mf.vivid_chaos(200, 150)), "image/jpeg"),
+              "/update.bin": Route(body, "application/octet-stream")}  # fmt: skip
+    with (
+        Origin(routes) as origin,
+        Proxy(tmp_path / "state", extra=["--scorer", "heuristic"]) as proxy,
+    ):
+        assert proxy.process is not None
+        assert proxy.fetch(origin.url("/warm.jpg")).status == 200
+        time.sleep(1.0)
+        idle = vm(proxy.process.pid, "VmHWM")
+        got = proxy.fetch(origin.url("/update.bin"), timeout=60)
+        assert got.status == 200 and got.body == body
+        assert vm(proxy.process.pid, "VmHWM") - idle < 24

@@ -431,8 +431,9 @@ class LargeBodies:
 
     - A body of known length over the most moodgate reads of its kind streams from its first
       byte. A picture over `max_image_bytes` cannot be judged, so the policy's on_too_large
-      decides, as for video; anything else over the most that could be judged (a picture
-      or video behind a wrong Content-Type, pictures inlined in a page) passes.
+      decides, as for video. Anything not typed as a picture or video is read up to 16 MB
+      (pages with pictures inlined, a picture behind a wrong Content-Type); past that it is
+      a download, and passes: held whole, a few of them at once would outgrow the unit.
     - A body of unknown length is held up to that same ceiling and then streamed on:
       mitmproxy's `stream_large_bodies`, set here unless it was set by hand.
 
@@ -467,19 +468,22 @@ class LargeBodies:
         if response.stream or flow.request.method == "HEAD" or not length.isdigit():
             return
         size, claimed = int(length), claimed_kind(response.headers.get("content-type"))
-        if size <= engine.settings.max_image_bytes or (claimed is not None and claimed.is_video):
+        if size <= min(_INLINE_MAX_BYTES, engine.settings.max_image_bytes):
             return  # nearly every response: read whole, no profile to look up
-        inspect = engine.profile(_client(flow)).inspect
-        picture = claimed is not None and claimed.is_image and inspect.images
-        if picture and response.status_code == 200:
-            verdict = engine.judge_unbuffered(self.core.media(flow, b"", claimed), "too-large")
-            if verdict.action is Action.BLOCK:
-                flow.kill()  # before the body, like video: nothing is downloaded for naught
+        if claimed is not None and claimed.is_video:
+            return  # Moodgate.responseheaders
+        if claimed is not None and claimed.is_image:
+            if size <= engine.settings.max_image_bytes:
                 return
-            if engine.settings.debug_headers:
-                response.headers["x-moodgate"] = debug_header(verdict)
-        elif size <= read_limit(engine, inspect):
-            return  # a video behind a wrong Content-Type, a page with pictures inlined
+            if engine.profile(_client(flow)).inspect.images and response.status_code == 200:
+                verdict = engine.judge_unbuffered(self.core.media(flow, b"", claimed), "too-large")
+                if verdict.action is Action.BLOCK:
+                    flow.kill()  # before the body, like video: nothing downloaded for naught
+                    return
+                if engine.settings.debug_headers:
+                    response.headers["x-moodgate"] = debug_header(verdict)
+        elif size <= _INLINE_MAX_BYTES:
+            return  # a page with pictures inlined, a picture behind a wrong Content-Type
         response.stream = True
 
 
