@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import hashlib
 import http.server
 import ipaddress
 import os
@@ -139,6 +140,22 @@ class Origin:
                     chunk = body[start : start + (1 << 20)]
                     self.wfile.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
                 self.wfile.write(b"0\r\n\r\n")
+
+            def do_POST(self) -> None:
+                """An upload: answered with the SHA-256 of what arrived."""
+                digest, left = hashlib.sha256(), int(self.headers.get("Content-Length", "0"))
+                while left > 0:
+                    chunk = self.rfile.read(min(left, 1 << 20))
+                    if not chunk:
+                        break
+                    digest.update(chunk)
+                    left -= len(chunk)
+                answer = digest.hexdigest().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
 
             def log_message(self, *args: object) -> None:
                 pass

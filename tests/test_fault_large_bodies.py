@@ -193,3 +193,20 @@ def test_a_download_under_the_video_limit_is_not_held_either(tmp_path: Path) -> 
         got = proxy.fetch(origin.url("/update.bin"), timeout=60)
         assert got.status == 200 and got.body == body
         assert vm(proxy.process.pid, "VmHWM") - idle < 24
+
+
+def test_an_upload_streams_through_without_being_held(tmp_path: Path) -> None:
+    """48 MB sent by a device, under the 64 MB ceiling of the shipped defaults: moodgate never
+    reads uploads, so none is held."""
+    import urllib.request
+
+    upload = _big_body(48 * MB)
+    with Origin({}) as origin, Proxy(tmp_path / "state", extra=["--scorer", "heuristic"]) as proxy:
+        assert proxy.process is not None
+        assert proxy.fetch(origin.url("/nothing")).status == 404  # the proxy has started work
+        time.sleep(1.0)
+        idle = vm(proxy.process.pid, "VmHWM")
+        request = urllib.request.Request(origin.url("/upload"), data=upload, method="POST")
+        with proxy.opener().open(request, timeout=120) as answer:
+            assert answer.read().decode() == hashlib.sha256(upload).hexdigest()
+        assert vm(proxy.process.pid, "VmHWM") - idle < 24

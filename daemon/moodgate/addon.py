@@ -437,7 +437,8 @@ class LargeBodies:
     - A body of unknown length is held up to that same ceiling and then streamed on:
       mitmproxy's `stream_large_bodies`, set here unless it was set by hand.
 
-    Video has its own rules (Moodgate.responseheaders, VideoRanges).
+    Video has its own rules (Moodgate.responseheaders, VideoRanges). Uploads are never read,
+    so they always stream.
     """
 
     def __init__(self, core: Moodgate) -> None:
@@ -446,6 +447,11 @@ class LargeBodies:
 
     def running(self) -> None:
         self._apply_ceiling()
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """moodgate never reads what devices send: uploads stream from their first byte."""
+        if self.core.engine is not None:
+            flow.request.stream = True
 
     def _apply_ceiling(self) -> None:
         engine = self.core.engine
