@@ -434,8 +434,10 @@ class LargeBodies:
       decides, as for video. Anything not typed as a picture or video is read up to 16 MB
       (pages with pictures inlined, a picture behind a wrong Content-Type); past that it is
       a download, and passes: held whole, a few of them at once would outgrow the unit.
-    - A body of unknown length is held up to that same ceiling and then streamed on:
-      mitmproxy's `stream_large_bodies`, set here unless it was set by hand.
+    - A body of unknown length streams from its first byte unless it may be judged: typed as
+      a picture, as a page that may inline pictures, or not typed at all. Those are held up
+      to a ceiling (the most any of them is read) and then streamed on: mitmproxy's
+      `stream_large_bodies`, set here unless it was set by hand.
 
     Video has its own rules (Moodgate.responseheaders, VideoRanges). Uploads are never read,
     so they always stream.
@@ -470,14 +472,20 @@ class LargeBodies:
         if engine is None or response is None or flow.metadata.get(_FROM_COPY):
             return
         self._apply_ceiling()  # a reloaded policy may read longer video
-        length = response.headers.get("content-length", "")
-        if response.stream or flow.request.method == "HEAD" or not length.isdigit():
+        if response.stream or flow.request.method == "HEAD":
             return
-        size, claimed = int(length), claimed_kind(response.headers.get("content-type"))
+        length = response.headers.get("content-length", "")
+        content_type = response.headers.get("content-type")
+        claimed = claimed_kind(content_type)
+        if claimed is not None and claimed.is_video:
+            return  # Moodgate.responseheaders, VideoRanges
+        if not length.isdigit():
+            if not _may_be_judged_unsized(content_type):
+                response.stream = True  # a download of unknown length: held, it could grow
+            return  # to the ceiling, and mitmproxy's buffers cost ~4× that at the switch
+        size = int(length)
         if size <= min(_INLINE_MAX_BYTES, engine.settings.max_image_bytes):
             return  # nearly every response: read whole, no profile to look up
-        if claimed is not None and claimed.is_video:
-            return  # Moodgate.responseheaders
         if claimed is not None and claimed.is_image:
             if size <= engine.settings.max_image_bytes:
                 return
@@ -575,6 +583,17 @@ _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jfif", ".pjpeg", ".png", ".apng", ".gif", 
 def _asks_for_image(path: str, accept: str) -> bool:
     """By its file name, or by an Accept header that wants images first (browsers' <img>)."""
     return path.endswith(_IMAGE_SUFFIXES) or accept.lstrip().lower().startswith("image/")
+
+
+def _may_be_judged_unsized(content_type: str | None) -> bool:
+    """A body of unknown length that moodgate may read: a picture, a page or script that may
+    inline pictures, or a body without a type (sniffed). Any other type
+    (`application/octet-stream`, archives, fonts, …) is a download."""
+    claimed = claimed_kind(content_type)
+    if claimed is not None:
+        return claimed.is_image
+    kind = media_type(content_type)
+    return not kind or kind in _INLINE_TYPES
 
 
 def _is_media(kind: MediaKind | None) -> bool:
