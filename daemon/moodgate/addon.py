@@ -452,7 +452,9 @@ class LargeBodies:
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         """moodgate never reads what devices send: uploads stream from their first byte."""
-        if self.core.engine is not None:
+        headers = flow.request.headers
+        sends_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+        if self.core.engine is not None and sends_body and flow.response is None:
             flow.request.stream = True
 
     def _apply_ceiling(self) -> None:
