@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import http.client
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,27 @@ def _proxy(tmp_path: Path, on_error: str) -> Proxy:
     return Proxy(tmp_path / "state", tmp_path / "policy.yaml", extra=extra)
 
 
+def _shipped_defaults(tmp_path: Path) -> Proxy:
+    return Proxy(tmp_path / "state", extra=["--scorer", "heuristic"])
+
+
+def _with_warm_up(routes: dict[str, Route]) -> dict[str, Route]:
+    return {"/warm.jpg": Route(mf.jpeg(mf.vivid_chaos(200, 150)), "image/jpeg"), **routes}
+
+
+def _growth_mb(proxy: Proxy, origin: Origin, work: Callable[[], None]) -> float:
+    """How far the proxy's peak RSS (MB) rose while `work` ran, once it was warmed up."""
+    assert proxy.process is not None
+    assert proxy.fetch(origin.url("/warm.jpg")).status in (200, 403)
+    time.sleep(1.0)
+    idle = vm(proxy.process.pid, "VmHWM")
+    work()
+    grown = vm(proxy.process.pid, "VmHWM") - idle
+    assert proxy.process.poll() is None, "the proxy died"
+    print(f"peak RSS {idle:.0f} MB idle, +{grown:.0f} MB")
+    return grown
+
+
 def _row(proxy: Proxy, path: str) -> dict[str, Any]:
     """The newest decision about `path` (rows are written off the hot path: wait for it)."""
     deadline = time.monotonic() + 15
@@ -69,24 +91,18 @@ def big() -> bytes:
 def test_a_large_download_streams_through_intact_without_being_held(
     tmp_path: Path, big: bytes, content_type: str, chunked: bool
 ) -> None:
-    routes = {"/warm.jpg": Route(mf.jpeg(mf.vivid_chaos(200, 150)), "image/jpeg"),
-              "/game.bin": Route(big, content_type, chunked=chunked)}  # fmt: skip
+    routes = _with_warm_up({"/game.bin": Route(big, content_type, chunked=chunked)})
     with Origin(routes) as origin, _proxy(tmp_path, "pass") as proxy:
-        assert proxy.process is not None
-        assert proxy.fetch(origin.url("/warm.jpg")).status == 200
-        time.sleep(1.0)
-        idle = vm(proxy.process.pid, "VmHWM")
-        got = proxy.fetch(origin.url("/game.bin"), timeout=120)
-        peak = vm(proxy.process.pid, "VmHWM")
-        print(f"{BIG // MB} MB {content_type or 'untyped'}, chunked={chunked}: "
-              f"idle {idle:.0f} MB, peak {peak:.0f} MB")  # fmt: skip
-        assert got.status == 200 and got.body == big
+
+        def download() -> None:
+            got = proxy.fetch(origin.url("/game.bin"), timeout=120)
+            assert got.status == 200 and got.body == big
+
         # A download: nothing held. Untyped and of unknown length (it could be a picture):
         # held up to the ceiling, then streamed on; mitmproxy's growing buffer and its
         # copies cost a few times the ceiling.
         allowed = 24 + 5 * CEILING / MB if not content_type else 24
-        assert peak - idle < allowed
-        assert proxy.process.poll() is None
+        assert _growth_mb(proxy, origin, download) < allowed
 
 
 def test_a_download_of_unknown_length_is_not_held_with_the_shipped_defaults(
@@ -95,21 +111,17 @@ def test_a_download_of_unknown_length_is_not_held_with_the_shipped_defaults(
     """The ceiling for bodies of unknown length is 64 MB by default (the longest video read),
     and mitmproxy's buffers cost ~4× that when it switches to streaming: one chunked 200 MB
     download took a proxy with the model loaded past 550 MB. A download is not held at all."""
-    routes = {"/warm.jpg": Route(mf.jpeg(mf.vivid_chaos(200, 150)), "image/jpeg"),
-              "/archive.zip": Route(big, "application/zip", chunked=True),
-              "/game.bin": Route(big, "application/octet-stream", chunked=True)}  # fmt: skip
-    with (
-        Origin(routes) as origin,
-        Proxy(tmp_path / "state", extra=["--scorer", "heuristic"]) as proxy,
-    ):
-        assert proxy.process is not None
-        assert proxy.fetch(origin.url("/warm.jpg")).status == 200
-        time.sleep(1.0)
-        idle = vm(proxy.process.pid, "VmHWM")
-        for path in ("/archive.zip", "/game.bin"):
-            got = proxy.fetch(origin.url(path), timeout=120)
-            assert got.status == 200 and got.body == big
-        assert vm(proxy.process.pid, "VmHWM") - idle < 24
+    zipped, binary = "application/zip", "application/octet-stream"
+    routes = _with_warm_up({"/archive.zip": Route(big, zipped, chunked=True),
+                            "/game.bin": Route(big, binary, chunked=True)})  # fmt: skip
+    with Origin(routes) as origin, _shipped_defaults(tmp_path) as proxy:
+
+        def download() -> None:
+            for path in ("/archive.zip", "/game.bin"):
+                got = proxy.fetch(origin.url(path), timeout=120)
+                assert got.status == 200 and got.body == big
+
+        assert _growth_mb(proxy, origin, download) < 24
 
 
 def test_a_picture_over_max_image_bytes_follows_on_too_large(tmp_path: Path) -> None:
@@ -167,25 +179,20 @@ def test_a_compression_bomb_is_not_unpacked(
     """128 MB of zeros in 128 KB of gzip: decoding stops at the most moodgate reads. A page
     passes as it came; a picture that cannot be read follows on_too_large (on_error)."""
     gzipped = {"Content-Encoding": "gzip"}
-    routes = {"/warm.jpg": Route(mf.jpeg(mf.vivid_chaos(200, 150)), "image/jpeg"),
-              "/bomb": Route(gzip_bomb, content_type, headers=gzipped)}  # fmt: skip
+    routes = _with_warm_up({"/bomb": Route(gzip_bomb, content_type, headers=gzipped)})
     with Origin(routes) as origin, _proxy(tmp_path, on_error) as proxy:
-        assert proxy.process is not None
-        assert proxy.fetch(origin.url("/warm.jpg")).status in (200, 403)
-        time.sleep(1.0)
-        idle = vm(proxy.process.pid, "VmHWM")
-        got = proxy.fetch(origin.url("/bomb"), timeout=60)
-        peak = vm(proxy.process.pid, "VmHWM")
-        print(f"gzip bomb as {content_type}: idle {idle:.0f} MB, peak {peak:.0f} MB")
-        assert got.status == status
-        if status == 200:
-            assert got.body == gzip_bomb
-        assert peak - idle < 24 + 2 * CEILING / MB
+
+        def fetch_bomb() -> None:
+            got = proxy.fetch(origin.url("/bomb"), timeout=60)
+            assert got.status == status
+            if status == 200:
+                assert got.body == gzip_bomb
+
+        assert _growth_mb(proxy, origin, fetch_bomb) < 24 + 2 * CEILING / MB
         if content_type.startswith("image/"):
             row = _row(proxy, "/bomb")
             assert row["action"] == ("block" if status == 403 else "pass")
             assert row["rule"] == "default/too-large"
-        assert proxy.process.poll() is None
 
 
 def test_a_large_page_under_the_inline_limit_still_has_its_pictures_judged(
@@ -209,19 +216,14 @@ def test_a_download_under_the_video_limit_is_not_held_either(tmp_path: Path) -> 
     """With the shipped defaults (video read up to 64 MB), a 40 MB download is not held for a
     video it might be: past 16 MB a body not typed as media streams."""
     body = _big_body(40 * MB)
-    routes = {"/warm.jpg": Route(mf.jpeg(mf.vivid_chaos(200, 150)), "image/jpeg"),
-              "/update.bin": Route(body, "application/octet-stream")}  # fmt: skip
-    with (
-        Origin(routes) as origin,
-        Proxy(tmp_path / "state", extra=["--scorer", "heuristic"]) as proxy,
-    ):
-        assert proxy.process is not None
-        assert proxy.fetch(origin.url("/warm.jpg")).status == 200
-        time.sleep(1.0)
-        idle = vm(proxy.process.pid, "VmHWM")
-        got = proxy.fetch(origin.url("/update.bin"), timeout=60)
-        assert got.status == 200 and got.body == body
-        assert vm(proxy.process.pid, "VmHWM") - idle < 24
+    routes = _with_warm_up({"/update.bin": Route(body, "application/octet-stream")})
+    with Origin(routes) as origin, _shipped_defaults(tmp_path) as proxy:
+
+        def download() -> None:
+            got = proxy.fetch(origin.url("/update.bin"), timeout=60)
+            assert got.status == 200 and got.body == body
+
+        assert _growth_mb(proxy, origin, download) < 24
 
 
 def test_an_upload_streams_through_without_being_held(tmp_path: Path) -> None:
@@ -230,12 +232,11 @@ def test_an_upload_streams_through_without_being_held(tmp_path: Path) -> None:
     import urllib.request
 
     upload = _big_body(48 * MB)
-    with Origin({}) as origin, Proxy(tmp_path / "state", extra=["--scorer", "heuristic"]) as proxy:
-        assert proxy.process is not None
-        assert proxy.fetch(origin.url("/nothing")).status == 404  # the proxy has started work
-        time.sleep(1.0)
-        idle = vm(proxy.process.pid, "VmHWM")
-        request = urllib.request.Request(origin.url("/upload"), data=upload, method="POST")
-        with proxy.opener().open(request, timeout=120) as answer:
-            assert answer.read().decode() == hashlib.sha256(upload).hexdigest()
-        assert vm(proxy.process.pid, "VmHWM") - idle < 24
+    with Origin(_with_warm_up({})) as origin, _shipped_defaults(tmp_path) as proxy:
+
+        def send() -> None:
+            request = urllib.request.Request(origin.url("/upload"), data=upload, method="POST")
+            with proxy.opener().open(request, timeout=120) as answer:
+                assert answer.read().decode() == hashlib.sha256(upload).hexdigest()
+
+        assert _growth_mb(proxy, origin, send) < 24
