@@ -240,3 +240,20 @@ def test_an_upload_streams_through_without_being_held(tmp_path: Path) -> None:
                 assert answer.read().decode() == hashlib.sha256(upload).hexdigest()
 
         assert _growth_mb(proxy, origin, send) < 24
+
+
+@pytest.mark.parametrize("by_hand", [False, True])
+def test_a_stream_large_bodies_set_by_hand_is_kept(tmp_path: Path, by_hand: bool) -> None:
+    """8 MB untyped and of unknown length: under moodgate's 16 MB ceiling it is held (it
+    could be a picture); with `--set stream_large_bodies=1m` the household's value wins."""
+    body = _big_body(8 * MB)
+    (tmp_path / "settings.yaml").write_text(SETTINGS)
+    extra = ["--scorer", "heuristic", "--config", str(tmp_path / "settings.yaml")]
+    if by_hand:
+        extra += ["--set", "stream_large_bodies=1m"]
+    routes = {"/blob": Route(body, "", chunked=True)}
+    with Origin(routes) as origin, Proxy(tmp_path / "state", extra=extra) as proxy:
+        got = proxy.fetch(origin.url("/blob"), timeout=60)
+        assert got.status == 200 and got.body == body
+        time.sleep(0.5)
+        assert ("Streaming response from" in proxy.log()) == by_hand
