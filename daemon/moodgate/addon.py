@@ -244,7 +244,8 @@ class Moodgate:
         inspect = engine.profile(_client(flow)).inspect
         if claimed is None or not (inspect.video if claimed.is_video else inspect.images):
             return
-        verdict = engine.judge_unbuffered(self.media(flow, b"", claimed), "too-large")
+        media = self.media(flow, b"", claimed)
+        verdict = engine.judge_unbuffered(media, "too-large", passed="unread")
         _apply(flow, verdict, engine.settings.debug_headers)
 
     async def _inline(self, flow: http.HTTPFlow, body: bytes) -> None:

@@ -297,10 +297,12 @@ class Engine:
         self.record(response, profile, verdict, 0.0)
         return verdict
 
-    def judge_unbuffered(self, response: MediaResponse, reason: str) -> Verdict:
+    def judge_unbuffered(
+        self, response: MediaResponse, reason: str, passed: str = "streamed"
+    ) -> Verdict:
         """Media that is not buffered, so never judged: video too large, of unknown size, or
-        not inspected; a picture over max_image_bytes. Passed (streamed through) or, by the
-        policy's on_too_large, blocked."""
+        not inspected; a picture over max_image_bytes. Passed (streamed through, or held but
+        not read: `passed` names the outcome) or, by the policy's on_too_large, blocked."""
         profile = self.profile(response.client)
         rule = f"{profile.child}/{reason}"
         kind = response.claimed_kind
@@ -308,7 +310,7 @@ class Engine:
         if reason != "video-not-inspected" and profile.too_large_action is Action.BLOCK:
             verdict = made(Action.BLOCK, rule, "too-large", kind=kind)
         else:
-            verdict = made(Action.PASS, rule, "streamed", kind=kind)
+            verdict = made(Action.PASS, rule, passed, kind=kind)
         self.record(response, profile, verdict, 0.0)
         return verdict
 

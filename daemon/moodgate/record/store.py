@@ -45,7 +45,8 @@ class DecisionRow:
     valence: float | None = None
     arousal: float | None = None
     explicit: float | None = None
-    outcome: str = "scored"  # scored | cached | skipped | host-list | error | timeout
+    # scored | cached | skipped | host-list | error | timeout | streamed | too-large | unread
+    outcome: str = "scored"
     error: str | None = None
     scorer: str | None = None
     model_width: float | None = None
