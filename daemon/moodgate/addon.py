@@ -30,7 +30,7 @@ from moodgate.media.ranges import (
 )
 from moodgate.media.sniff import accept_decodable, media_type, undecodable_image
 from moodgate.pipeline import Verdict
-from moodgate.policy import Action, Client, Inspect
+from moodgate.policy import Action, Client
 from moodgate.service import kv_line
 
 log = logging.getLogger("moodgate")
@@ -224,7 +224,7 @@ class Moodgate:
             return flow.metadata[_BODY]
         engine, response = self.engine, flow.response
         assert engine is not None and response is not None
-        limit = read_limit(engine, engine.profile(_client(flow)).inspect)
+        limit = read_limit(engine, engine.profile(_client(flow)).inspect.max_video_bytes)
         body: bytes | None
         try:
             body = decoded_body(
@@ -462,8 +462,7 @@ class LargeBodies:
         engine = self.core.engine
         if engine is None:
             return
-        ceiling = str(max(engine.settings.max_image_bytes, _INLINE_MAX_BYTES,
-                          engine.policy.current.largest_video_bytes))  # fmt: skip
+        ceiling = str(read_limit(engine, engine.policy.current.largest_video_bytes))
         current = ctx.options.stream_large_bodies
         if current == ceiling or (current is not None and current != self._ceiling_set):
             return  # already right, or chosen by whoever runs the proxy
@@ -545,12 +544,6 @@ _INLINE_TYPES = {
 }  # fmt: skip
 _INLINE_MAX_BYTES = 16 * 1024 * 1024
 _BODY = "moodgate_body"  # flow.metadata: the decoded body (Moodgate.body)
-
-
-def read_limit(engine: Engine, inspect: Inspect) -> int:
-    """The most of one body that moodgate reads for a profile: a picture, a video, a page
-    with pictures inlined."""
-    return max(engine.settings.max_image_bytes, inspect.max_video_bytes, _INLINE_MAX_BYTES)
 _FROM_COPY = "moodgate_from_copy"  # flow.metadata: answered from a judged copy
 _ASKED_RANGE = "moodgate_range"  # flow.metadata: the Range the client sent, removed upstream
 VERDICT = "moodgate_verdict"  # flow.metadata: Moodgate's verdict, for the addons after it
@@ -586,6 +579,12 @@ _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jfif", ".pjpeg", ".png", ".apng", ".gif", 
 def _asks_for_image(path: str, accept: str) -> bool:
     """By its file name, or by an Accept header that wants images first (browsers' <img>)."""
     return path.endswith(_IMAGE_SUFFIXES) or accept.lstrip().lower().startswith("image/")
+
+
+def read_limit(engine: Engine, max_video_bytes: int) -> int:
+    """The most of one body that moodgate reads: a picture, a video of up to
+    `max_video_bytes`, a page with pictures inlined."""
+    return max(engine.settings.max_image_bytes, max_video_bytes, _INLINE_MAX_BYTES)
 
 
 def _may_be_judged_unsized(content_type: str | None) -> bool:
