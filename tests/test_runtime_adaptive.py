@@ -190,6 +190,29 @@ def test_shedding_when_the_event_loop_falls_behind() -> None:
     assert scorer.state()["loop_lag_ms"] == round(late - 2, 1) and scorer.state()["shed"] == 1
 
 
+def test_items_shed_still_count_as_load_so_shedding_never_looks_calm() -> None:
+    """100 items/s arrive and the narrowest slice scores 1 in 20: the wider slice could not
+    carry the 100, so the selector must not climb because only 5 a second reach a worker."""
+    scorer, _ = adaptive([0])
+    scorer.shed_overload = True
+    selector = scorer.selector
+    narrowest = len(selector.ladder) - 1
+    selector.level = narrowest
+    clock = selector.clock
+    for k in range(1000):  # 10 s
+        clock.now += 0.01
+        if k % 20 == 0:
+            selector.update(in_flight=1)  # the few that start find the workers free
+        else:
+            assert scorer.shed(40)
+    assert selector.level == narrowest
+    assert selector.rate() == pytest.approx(100, rel=0.02)
+    for _ in range(100):  # the burst is over: 5 items/s, none shed
+        clock.now += 0.2
+        selector.update(in_flight=1)
+    assert selector.level < narrowest
+
+
 def test_loop_lag_sees_a_stalled_loop_and_forgets_it() -> None:
     lag = LoopLag(interval_s=0.01)
     lag.observe(0.2)

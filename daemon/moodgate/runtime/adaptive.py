@@ -89,6 +89,7 @@ class AdaptiveScorer:
             late = busy and loop_lag_ms > self.selector.budget_ms * LOOP_LAG_SHARE
             if late or self.selector.saturated(in_flight):
                 self.shed_count += 1
+                self.selector.turned_away()
                 return True
         return False
 

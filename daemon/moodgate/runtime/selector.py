@@ -7,9 +7,10 @@ injected so tests can drive minutes of load in microseconds.
 Two signals, both scaled from the calibration by how much slower items really are here (decode
 and contention with the proxy and other processes: an EWMA of observed / calibrated time):
 - latency: an item joining the queue now waits `p95 × (1 + queued / workers)`;
-- utilisation: items started per second × mean service time / workers. Past 1 the queue only
+- utilisation: items arriving per second × mean service time / workers. Past 1 the queue only
   grows, so a rung is left before that, and a wider rung is only tried again when it would
-  run well below it.
+  run well below it. Arrivals count the items shed unscored too: they are load the rung
+  would have faced, and counting only the scored ones would make shedding look like calm.
 Stepping down happens at once, as far as needed; stepping back up needs the wider rung to fit
 for `hold_s`, one rung at a time. The gap between `down_util` and `up_util` is the hysteresis
 that stops the choice flapping at a load the wider rung can only just carry; and a climb that
@@ -119,7 +120,7 @@ class SliceSelector:
         self.overhead_ms = 0.0
         self.switches: deque[Switch] = deque(maxlen=64)
         self._index = {rung.key: i for i, rung in enumerate(self.ladder)}
-        self._starts: deque[float] = deque(maxlen=4096)
+        self._arrivals: deque[float] = deque(maxlen=8192)
         self._calm_since: float | None = None
         self._last_switch = clock()
         self._last_up: float | None = None
@@ -161,8 +162,17 @@ class SliceSelector:
         return self.service_ms(level) * (1.0 + queued / self.workers)
 
     def rate(self) -> float:
-        """Items started per second over the last window."""
-        return len(self._starts) / self.rate_window_s
+        """Items arriving per second over the last window, shed ones included."""
+        return len(self._arrivals) / self.rate_window_s
+
+    def _arrive(self, now: float) -> None:
+        self._arrivals.append(now)
+        while self._arrivals and self._arrivals[0] < now - self.rate_window_s:
+            self._arrivals.popleft()
+
+    def turned_away(self) -> None:
+        """An arriving item was shed unscored: it still counts as demand."""
+        self._arrive(self.clock())
 
     def utilisation(self, level: int) -> float:
         service_s = self.service_ms(level, p95=False) / 1000.0
@@ -182,9 +192,7 @@ class SliceSelector:
     def update(self, in_flight: int) -> Rung:
         """Called as a worker starts an item; returns the rung that scores it."""
         now = self.clock()
-        self._starts.append(now)
-        while self._starts and self._starts[0] < now - self.rate_window_s:
-            self._starts.popleft()
+        self._arrive(now)
         last = len(self.ladder) - 1
         if self.level < last and not self._fits(self.level, in_flight, self.down_util):
             target = self.level + 1
