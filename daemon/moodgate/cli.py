@@ -151,9 +151,10 @@ def _startup_checks(settings: Settings, mitm_options: tuple[str, ...]) -> None:
 
 async def _serve(config: Path | None, settings: Settings, mitm_options: tuple[str, ...]) -> None:
     from mitmproxy import exceptions, options
-    from mitmproxy.tools.dump import DumpMaster
+    from mitmproxy.master import Master
 
     from moodgate.addon import build_addons
+    from moodgate.mitm_addons import filter_addons
     from moodgate.service import ServiceHooks
 
     confdir = settings.state_dir / "mitmproxy"
@@ -164,7 +165,8 @@ async def _serve(config: Path | None, settings: Settings, mitm_options: tuple[st
         mode=[settings.mode],
         confdir=str(confdir),
     )
-    master = DumpMaster(opts, with_termlog=True, with_dumper=False)
+    master = Master(opts, with_termlog=True)
+    master.addons.add(*filter_addons())
     moodgate_options = {
         "moodgate_config": str(config) if config else "",
         "moodgate_policy": str(settings.policy or ""),
@@ -182,7 +184,8 @@ async def _serve(config: Path | None, settings: Settings, mitm_options: tuple[st
     addon, every_addon = build_addons()
     master.addons.add(*every_addon)
     if opts.deferred:
-        fail(f"--set: unknown option(s): {', '.join(sorted(opts.deferred))}")
+        fail(f"--set: unknown option(s): {', '.join(sorted(opts.deferred))} (moodgate serve "
+             "runs only the mitmproxy addons a filter needs; see moodgate/mitm_addons.py)")
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, master.shutdown)
     loop.add_signal_handler(signal.SIGTERM, master.shutdown)
