@@ -257,6 +257,40 @@ def test_engine_sheds_to_on_timeout_when_saturated(
     assert verdict.outcome == "timeout" and verdict.error.startswith("shed")
 
 
+def test_with_shedding_one_core_is_left_to_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert Settings(state_dir=tmp_path).worker_count == 4
+    assert Settings(state_dir=tmp_path, shed_overload=True).worker_count == 3
+    assert Settings(state_dir=tmp_path, shed_overload=True, workers=4).worker_count == 4
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
+    assert Settings(state_dir=tmp_path, shed_overload=True).worker_count == 1
+
+
+def test_engine_feeds_back_how_long_admitted_items_really_waited(
+    tmp_path: Path, media, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moodgate.engine import Engine, MediaResponse
+
+    write_manifest(tmp_path / "models")
+    monkeypatch.setattr(runtime_build, "load_nested_slice", FakeLoader())
+    settings = Settings(state_dir=tmp_path / "state", model_dir=tmp_path / "models",
+                        shed_overload=True, cache_entries=0)  # fmt: skip
+    engine = Engine(settings)
+    assert engine.adaptive is not None
+    selector = engine.adaptive.selector
+    engine.start()
+    try:
+        for name in ("calm.jpg", "vivid.jpg"):
+            response = MediaResponse(Client("10.0.0.5", None), "x.org", "/" + name,
+                                     "image/jpeg", media[name])  # fmt: skip
+            assert asyncio.run(engine.judge(response)).outcome == "scored"
+    finally:
+        engine.stop()
+    assert selector.wait_error != 1.0
+
+
 def test_status_report_carries_the_selector_state(
     tmp_path: Path, media, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from moodgate.runtime import SliceSelector, SliceTiming, build_ladder, initial_rung
+from moodgate.runtime.selector import QUEUE_SHARE
 
 
 class FakeClock:
@@ -161,6 +164,22 @@ def test_saturated_only_on_the_narrowest_rung_over_budget() -> None:
     assert sel.current.label == "w0.12/int8"
     assert sel.saturated(in_flight=200)
     assert not sel.saturated(in_flight=2)
+
+
+def test_shedding_leaves_part_of_the_budget_to_the_proxy_and_learns_from_real_waits() -> None:
+    sel, _ = selector(workers=1)
+    sel.level = len(sel.ladder) - 1  # 9.6 ms p95 an item, one worker
+    assert QUEUE_SHARE < 1
+    assert not sel.saturated(in_flight=11)  # 10 queued: 105.6 ms foreseen
+    assert sel.saturated(in_flight=12)  # 115.2 ms: under the budget, over the queue's share
+    for _ in range(60):  # items waited twice what was foreseen (the loop, other processes)
+        sel.observe_wait(predicted_ms=50.0, waited_ms=100.0)
+    assert sel.wait_error == pytest.approx(2.0, rel=0.01)
+    assert sel.saturated(in_flight=6)
+    for _ in range(60):  # far quicker than foreseen: never looser than the prediction itself
+        sel.observe_wait(predicted_ms=100.0, waited_ms=10.0)
+    assert not sel.saturated(in_flight=11) and sel.saturated(in_flight=12)
+    assert sel.state()["wait_error"] < 1
 
 
 def test_climbs_that_do_not_last_lengthen_the_hold() -> None:

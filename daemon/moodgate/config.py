@@ -79,7 +79,14 @@ class Settings:
 
     @property
     def worker_count(self) -> int:
-        return self.workers or max(1, os.cpu_count() or 1)
+        """`workers`, or one per usable core. With shedding on, one core fewer: then latency
+        comes first, and scoring on every core starves mitmproxy's event loop, which every
+        request needs, scored or not (docs/performance.md, section 4)."""
+        if self.workers:
+            return self.workers
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        cores = cores or os.cpu_count() or 1
+        return max(1, cores - 1) if self.shed_overload else cores
 
     def merged(self, values: dict[str, Any]) -> Settings:
         """A copy with `values` applied, each coerced to its field's type."""

@@ -160,13 +160,19 @@ class Engine:
         loop = asyncio.get_running_loop()
         self.in_flight += 1
         try:
-            if self.adaptive is not None and self.adaptive.shed(self.in_flight, self.lag.lag_ms):
+            shedding = self.adaptive if self.adaptive and self.adaptive.shed_overload else None
+            if shedding is not None and shedding.shed(self.in_flight, self.lag.lag_ms):
                 raise TimeoutError("shed: the narrowest slice would miss the latency budget, "
                                    "or the event loop runs late")  # fmt: skip
+            expected = shedding.expected_ms(self.in_flight) if shedding is not None else 0.0
+            admitted = time.perf_counter()
             future = loop.run_in_executor(
                 self.executor, self._work, body, profile, response.host, response.claimed_kind, key
             )
             verdict = await asyncio.wait_for(future, self.settings.deadline_ms / 1000.0)
+            if shedding is not None and verdict.outcome == "scored":
+                # How long it really took teaches the shedding what its prediction misses.
+                shedding.waited(expected, (time.perf_counter() - admitted) * 1000.0)
         except TimeoutError as exc:
             reason = str(exc) or f"no decision within {self.settings.deadline_ms} ms"
             verdict = self.pipeline.fallback(profile, "timeout", reason, response.claimed_kind)

@@ -27,6 +27,10 @@ from dataclasses import dataclass
 
 from moodgate.runtime.calibration import SliceKey, SliceTiming, slice_label
 
+# The share of the latency budget that waiting for and running a worker may take when items are
+# shed; the rest is the proxy's own path (reading the body, the event loop, sending it on).
+QUEUE_SHARE = 0.75
+
 
 @dataclass(frozen=True)
 class Rung:
@@ -118,6 +122,9 @@ class SliceSelector:
         # Worker time outside the model (decode, resize, policy): about the same on every
         # slice, so it is added to each rung's model time rather than scaled with it.
         self.overhead_ms = 0.0
+        # Observed wait of a scored item / the wait predicted when it was let in: what the
+        # prediction misses (the event loop, the interpreter lock, other processes).
+        self.wait_error = 1.0
         self.switches: deque[Switch] = deque(maxlen=64)
         self._index = {rung.key: i for i, rung in enumerate(self.ladder)}
         self._arrivals: deque[float] = deque(maxlen=8192)
@@ -185,9 +192,18 @@ class SliceSelector:
         )
 
     def saturated(self, in_flight: int) -> bool:
-        """On the narrowest rung and still predicted over budget: slicing has nothing left."""
+        """On the narrowest rung and still predicted over the queue's share of the budget, as
+        corrected by the waits items really had: slicing has nothing left."""
         last = len(self.ladder) - 1
-        return self.level == last and self.predicted_ms(last, in_flight) > self.budget_ms
+        predicted = self.predicted_ms(last, in_flight) * max(1.0, self.wait_error)
+        return self.level == last and predicted > self.budget_ms * QUEUE_SHARE
+
+    def observe_wait(self, predicted_ms: float, waited_ms: float) -> None:
+        """A scored item waited `waited_ms` from arrival to verdict, `predicted_ms` foreseen."""
+        if predicted_ms <= 0 or waited_ms <= 0:
+            return
+        ratio = min(max(waited_ms / predicted_ms, 0.25), 10.0)
+        self.wait_error += self.alpha * (ratio - self.wait_error)
 
     def update(self, in_flight: int) -> Rung:
         """Called as a worker starts an item; returns the rung that scores it."""
@@ -230,6 +246,7 @@ class SliceSelector:
             "budget_ms": self.budget_ms,
             "slowdown": round(self.slowdown, 3),
             "overhead_ms": round(self.overhead_ms, 2),
+            "wait_error": round(self.wait_error, 3),
             "rate_per_s": round(self.rate(), 2),
             "switches": len(self.switches),
             "hold_s": self.hold,
