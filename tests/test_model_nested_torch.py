@@ -173,6 +173,7 @@ def test_training_smoke(tmp_path: Path, objective: str) -> None:
         budgets=(1.0, 0.25),
         search_step=0.3,
         eval_bits=(8, 4),
+        focus_epochs=1,
     )
     manifest = train(
         [str(OASIS)],
@@ -189,7 +190,16 @@ def test_training_smoke(tmp_path: Path, objective: str) -> None:
         assert s["mflops"] <= 0.25 * manifest["full_mflops"] + 1e-6 or s["width"] == 1.0
     assert all(d["max_abs_diff"] < 1e-4 for d in manifest["onnx_vs_torch_max_abs_diff"])
     assert (tmp_path / "work" / "nested_lite0.pt").exists()
-    assert len(manifest["history"]) == 1
+    phases = [h.get("phase") for h in manifest["history"]]
+    if objective == "labels":
+        assert len(phases) == 1
+    else:  # the focus phase runs only where the search picked an uncut network below 224 px
+        uncut_below = any(
+            s["input_size"] < 224 and set(s["layers"]["expand_blocks"].values()) == {8}
+            and s["layers"]["stage_depth"] == list(SliceConfig().depth)
+            for s in manifest["slices"]
+        )  # fmt: skip
+        assert phases == ["ordered dropout"] + ["focus"] * uncut_below
     for s in manifest["slices"]:
         if s["precision"] == "int8":
             assert set(s["val_lower_bits"]) == {"8", "4"}
@@ -240,6 +250,39 @@ def test_feature_distillation_trains_the_cuts_and_keeps_the_full_network() -> No
     assert not torch.equal(after["_blocks.9._project_conv"], before["_blocks.9._project_conv"])
     for name in ("_conv_stem", "_blocks.2._depthwise_conv", "_blocks.9._bn2.running_mean"):
         assert torch.equal(after[name], before[name])  # trunk frozen, statistics untouched
+
+
+def test_focus_phase_trains_only_the_picked_resolutions_and_repeats_exactly() -> None:
+    """Phase two distils into the uncut picks' resolutions, on its own seed: from the same
+    weights it gives the same weights, whatever the random state before it."""
+    if not (OASIS / "OASIS.csv").exists():
+        pytest.skip(f"OASIS data not found at {OASIS}")
+    from moodgate.emotion.datasets import load_all, split
+    from moodgate.training.train import distillation_target, focus_phase
+
+    tr, va = split(load_all([str(OASIS)]), seed=3)
+    train_bank, val_bank = ImageBank(tr[:16]), ImageBank(va[:6])
+    cfg = TrainConfig(batch_size=8, calib_images=16, focus_epochs=2)
+    cut = SliceConfig(resolution=96, depth=(1, 2, 2, 3, 3, 1, 1))
+    full = SliceConfig(resolution=224)
+    runs = []
+    for noise in (0, 1):
+        random.seed(noise)
+        torch.manual_seed(noise)
+        model = pretrained_nested()
+        teacher = distillation_target(model, train_bank)
+        assert focus_phase(model, {1.0: full, 0.1: cut}, train_bank, val_bank, cfg, print,
+                           0.0, teacher) == []  # fmt: skip
+        picks = {1.0: full, 0.5: SliceConfig(resolution=144), 0.25: cut}
+        history = focus_phase(model, picks, train_bank, val_bank, cfg, print, 0.0, teacher)
+        assert [h["phase"] for h in history] == ["focus", "focus"]
+        assert all(np.isnan(h["loss_cut"]) for h in history)  # no cut-outs in phase two
+        runs.append(model.state_dict())
+    # the label objective's head is drawn from the seed before; phase two never uses it
+    backbone = [k for k in runs[0] if not k.startswith("head.")]
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in backbone)
+    assert not torch.equal(runs[0]["_blocks.9._project_conv"],
+                           pretrained_nested().state_dict()["_blocks.9._project_conv"])  # fmt: skip
 
 
 def test_ridge_path_matches_the_normal_equations() -> None:

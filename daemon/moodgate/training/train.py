@@ -26,6 +26,14 @@ Uniform m means channel block k is trained on a (M − k + 1)/M share of random 
 full pass: the leading blocks that every slice shares get the most gradient, yet every block
 count the search may pick is seen often. Resolution is drawn uniformly from the ladder.
 
+With the feature objective, a second, shorter phase follows the slice search (`focus_epochs`):
+the same distillation, but its uncut passes run only at the resolutions of the search's uncut
+picks below 224 px (the whole network at 144 and 96 px in the shipped ladder), beside the full
+network as the anchor, and without cut-outs. The weights stay one set: every slice, cut or
+not, is read from them. Phase one spreads its uncut passes over eight resolutions, so the two
+that ship get a quarter of them; the focus phase gives them all of it. It has its own seed, so
+`finish_from_checkpoint`-style reruns from a phase-one checkpoint give the same files.
+
 After training (or straight away with `epochs=0`), every candidate cut is judged the same way:
 BN statistics recalibrated on training images (uncut slices keep the pretrained ones unless
 the label objective has moved the backbone), its own ridge read-out fitted on training
@@ -96,6 +104,9 @@ class TrainConfig:
     lr_distil: float = 3e-4  # backbone learning rate of the feature objective
     uncut_passes: int = 2  # feature objective: uncut networks at a lower resolution per step
     cut_passes: int = 1  # feature objective: random cut-outs per step
+    # after the search: distil into the uncut picks' resolutions only (0 = skip)
+    focus_epochs: int = 12
+    lr_focus: float = 3e-4
     batch_size: int = 24
     lr_backbone: float = 2e-4
     lr_head: float = 1e-3
@@ -572,23 +583,30 @@ def _train_features(
     rng: random.Random,
     say: Callable[[str], None],
     t_start: float,
+    teacher: dict[bool, torch.Tensor] | None = None,
+    focus: Sequence[int] | None = None,
 ) -> list[dict]:
-    """Ordered dropout, distilling the pretrained full network's features (module docstring)."""
+    """Ordered dropout, distilling the pretrained full network's features (module docstring).
+
+    With `focus`, the second phase: uncut passes at those resolutions only, no cut-outs,
+    `focus_epochs` at `lr_focus`. `teacher` is the first phase's target, reused (the backbone
+    has moved since, the target must not)."""
     full = replace(FULL, resolution=224)
+    if teacher is None:
+        teacher = distillation_target(model, train_bank)
     model.use_pretrained_stats(full)
-    teacher = {
-        flip: torch.from_numpy(slice_features(model, train_bank, full, flip=flip)).float()
-        for flip in (False, True)
-    }
     mu, sd = teacher[False].mean(0), teacher[False].std(0) + 1e-3
-    opt = torch.optim.AdamW(_backbone_parameters(model), lr=cfg.lr_distil, weight_decay=0.0)
+    epochs = cfg.focus_epochs if focus else cfg.epochs
+    lr = cfg.lr_focus if focus else cfg.lr_distil
+    cut_passes = 0 if focus else cfg.cut_passes
+    opt = torch.optim.AdamW(_backbone_parameters(model), lr=lr, weight_decay=0.0)
     n = len(train_bank.samples)
     steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
-    sched = _cosine(opt, steps_per_epoch * cfg.epochs)
-    lower = [r for r in RESOLUTIONS if r < 224]
+    sched = _cosine(opt, steps_per_epoch * epochs)
+    lower = list(focus) if focus else [r for r in RESOLUTIONS if r < 224]
     small = replace(FULL, resolution=min(RESOLUTIONS))
     history = []
-    for epoch in range(cfg.epochs):
+    for epoch in range(epochs):
         order = list(range(n))
         rng.shuffle(order)
         losses: dict[str, list[float]] = {"full": [], "uncut": [], "cut": []}
@@ -607,7 +625,7 @@ def _train_features(
             ]
             passes += [
                 ("cut", sample_slice(rng, rng.choice(RESOLUTIONS), cfg.bit_choices))
-                for _ in range(cfg.cut_passes)
+                for _ in range(cut_passes)
             ]
             loss = torch.zeros(())
             for kind, sc in passes:
@@ -632,6 +650,7 @@ def _train_features(
         m_small = _val_r(model, train_bank, val_bank, small, cfg)
         model.use_pretrained_stats(full)
         rec = {
+            "phase": "focus" if focus else "ordered dropout",
             "epoch": epoch + 1,
             **{
                 f"loss_{kind}": float(np.mean(v)) if v else float("nan")
@@ -643,14 +662,54 @@ def _train_features(
         }
         history.append(rec)
         say(
-            f"epoch {epoch + 1}/{cfg.epochs} feature loss full {rec['loss_full']:.3f} "
-            f"uncut {rec['loss_uncut']:.3f} cut {rec['loss_cut']:.3f}; val r valence/arousal "
+            f"{'focus ' if focus else ''}epoch {epoch + 1}/{epochs} feature loss full "
+            f"{rec['loss_full']:.3f} uncut {rec['loss_uncut']:.3f} cut {rec['loss_cut']:.3f}; "
+            f"val r valence/arousal "
             f"{m_full['valence_r']:.3f}/{m_full['arousal_r']:.3f} at 224 px, "
             f"{m_small['valence_r']:.3f}/{m_small['arousal_r']:.3f} at {small.resolution} px "
             f"({time.time() - t_start:.0f}s)"
         )
     model.stats = {}
     return history
+
+
+def distillation_target(model: NestedLite0, bank: ImageBank) -> dict[bool, torch.Tensor]:
+    """The untouched full network's pooled features at 224 px, plain and mirrored."""
+    full = replace(FULL, resolution=224)
+    model.use_pretrained_stats(full)
+    return {
+        flip: torch.from_numpy(slice_features(model, bank, full, flip=flip)).float()
+        for flip in (False, True)
+    }
+
+
+def focus_phase(
+    model: NestedLite0,
+    picks: dict[float, SliceConfig],
+    train_bank: ImageBank,
+    val_bank: ImageBank,
+    cfg: TrainConfig,
+    say: Callable[[str], None],
+    t_start: float,
+    teacher: dict[bool, torch.Tensor],
+) -> list[dict]:
+    """The second phase (module docstring), on its own seed so a rerun from a phase-one
+    checkpoint gives the same weights as the whole run."""
+    focus = sorted(
+        {
+            sc.resolution
+            for sc in picks.values()
+            if sc.expand == FULL.expand and sc.depth == FULL.depth and sc.resolution < 224
+        }
+    )
+    if cfg.focus_epochs <= 0 or not focus:
+        return []
+    say(f"focus phase: uncut passes at {', '.join(f'{r} px' for r in focus)}")
+    torch.manual_seed(cfg.seed + 1)
+    rng = random.Random(cfg.seed + 1)
+    return _train_features(
+        model, train_bank, val_bank, cfg, rng, say, t_start, teacher, focus=focus
+    )
 
 
 def _train_labels(
@@ -771,8 +830,10 @@ def train(
     say(f"data: {len(tr_s)} train / {len(va_s)} validation images from {len(data)} dataset(s)")
 
     model = pretrained_nested()
+    teacher = None
     if cfg.epochs > 0 and cfg.objective == "features":
-        history = _train_features(model, train_bank, val_bank, cfg, rng, say, t_start)
+        teacher = distillation_target(model, train_bank)
+        history = _train_features(model, train_bank, val_bank, cfg, rng, say, t_start, teacher)
     elif cfg.epochs > 0 and cfg.objective == "labels":
         history = _train_labels(model, train_bank, val_bank, cfg, rng, say, t_start)
     elif cfg.epochs > 0:
@@ -782,6 +843,8 @@ def train(
 
     model.dropout = 0.0
     picks = search(model, train_bank, cfg, log, progress)
+    if teacher is not None:
+        history += focus_phase(model, picks, train_bank, val_bank, cfg, say, t_start, teacher)
     return _finish(
         model, picks, data, train_bank, val_bank, cfg, out, work_dir, history, log, say, t_start
     )
