@@ -234,17 +234,24 @@ def test_loop_lag_sees_a_stalled_loop_and_forgets_it() -> None:
     LoopLag().start()  # no running loop: nothing to watch, and no error
 
 
-def test_engine_sheds_to_on_timeout_when_saturated(
-    tmp_path: Path, media, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from moodgate.engine import Engine, MediaResponse
+def shedding_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **settings: object):
+    """An engine over fake slices with `shed_overload` on."""
+    from moodgate.engine import Engine
 
     write_manifest(tmp_path / "models")
     monkeypatch.setattr(runtime_build, "load_nested_slice", FakeLoader())
-    settings = Settings(state_dir=tmp_path / "state", model_dir=tmp_path / "models",
-                        shed_overload=True)  # fmt: skip
-    engine = Engine(settings)
+    engine = Engine(Settings(state_dir=tmp_path / "state", model_dir=tmp_path / "models",
+                             shed_overload=True, **settings))  # fmt: skip
     assert engine.adaptive is not None
+    return engine
+
+
+def test_engine_sheds_to_on_timeout_when_saturated(
+    tmp_path: Path, media, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moodgate.engine import MediaResponse
+
+    engine = shedding_engine(tmp_path, monkeypatch)
     engine.adaptive.selector.level = len(engine.adaptive.selector.ladder) - 1
     engine.in_flight = 10**9  # a queue no slice could clear within the budget
     engine.start()
@@ -271,14 +278,9 @@ def test_with_shedding_one_core_is_left_to_the_event_loop(
 def test_engine_feeds_back_how_long_admitted_items_really_waited(
     tmp_path: Path, media, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from moodgate.engine import Engine, MediaResponse
+    from moodgate.engine import MediaResponse
 
-    write_manifest(tmp_path / "models")
-    monkeypatch.setattr(runtime_build, "load_nested_slice", FakeLoader())
-    settings = Settings(state_dir=tmp_path / "state", model_dir=tmp_path / "models",
-                        shed_overload=True, cache_entries=0)  # fmt: skip
-    engine = Engine(settings)
-    assert engine.adaptive is not None
+    engine = shedding_engine(tmp_path, monkeypatch, cache_entries=0)
     selector = engine.adaptive.selector
     engine.start()
     try:

@@ -135,15 +135,6 @@ class _Timed:
         self.input_size = scorer.input_size
         self.square_input = getattr(scorer, "square_input", False)
 
-    def expected_ms(self, in_flight: int) -> float:
-        """The wait foreseen for an item let in now (for `waited`)."""
-        with self._lock:
-            return self.selector.predicted_ms(self.selector.level, in_flight)
-
-    def waited(self, expected_ms: float, waited_ms: float) -> None:
-        with self._lock:
-            self.selector.observe_wait(expected_ms, waited_ms)
-
     def score_frames(self, frames: Sequence[np.ndarray]) -> list[Emotion]:
         with self.timed():
             return self.scorer.score_frames(frames)
