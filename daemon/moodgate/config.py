@@ -81,7 +81,8 @@ class Settings:
     def worker_count(self) -> int:
         """`workers`, or one per usable core. With shedding on, one core fewer: then latency
         comes first, and scoring on every core starves mitmproxy's event loop, which every
-        request needs, scored or not (docs/performance.md, section 4)."""
+        request needs, scored or not (docs/performance.md, "A leaner proxy core and
+        latency-first shedding")."""
         if self.workers:
             return self.workers
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None

@@ -103,6 +103,11 @@ class SliceConfig:
         # the frozen trunk keeps float weights (≈ 12 k of them): its outputs are cached in fp32
         return replace(self, bits=tuple(0 if k <= TRUNK else b for k in range(len(LAYERS))))
 
+    @property
+    def uncut(self) -> bool:
+        """Every channel block and every block kept: the whole network, at any size."""
+        return self.expand == FULL.expand and self.depth == FULL.depth
+
     def active_blocks(self) -> list[int]:
         return [i for s in STAGES for i in STAGE_BLOCKS[s][: self.depth[s]]]
 

@@ -31,8 +31,8 @@ the same distillation, but its uncut passes run only at the resolutions of the s
 picks below 224 px (the whole network at 144 and 96 px in the shipped ladder), beside the full
 network as the anchor, and without cut-outs. The weights stay one set: every slice, cut or
 not, is read from them. Phase one spreads its uncut passes over eight resolutions, so the two
-that ship get a quarter of them; the focus phase gives them all of it. It has its own seed, so
-`finish_from_checkpoint`-style reruns from a phase-one checkpoint give the same files.
+that ship get a quarter of them; the focus phase gives them all of it. It has its own seed:
+from the same phase-one weights it gives the same weights, whatever ran before it.
 
 After training (or straight away with `epochs=0`), every candidate cut is judged the same way:
 BN statistics recalibrated on training images (uncut slices keep the pretrained ones unless
@@ -344,8 +344,7 @@ def slice_features(
 
 def prepare_slice(model: NestedLite0, bank: ImageBank, sc: SliceConfig, cfg: TrainConfig) -> None:
     """BN statistics for the cut `sc`: pretrained ones where they still apply, else recalibrated."""
-    uncut = sc.expand == FULL.expand and sc.depth == FULL.depth
-    if uncut and not model.backbone_tuned:
+    if sc.uncut and not model.backbone_tuned:
         model.use_pretrained_stats(sc)
     else:
         calibrate(model, bank, sc, cfg.calib_images)
@@ -693,15 +692,9 @@ def focus_phase(
     t_start: float,
     teacher: dict[bool, torch.Tensor],
 ) -> list[dict]:
-    """The second phase (module docstring), on its own seed so a rerun from a phase-one
-    checkpoint gives the same weights as the whole run."""
-    focus = sorted(
-        {
-            sc.resolution
-            for sc in picks.values()
-            if sc.expand == FULL.expand and sc.depth == FULL.depth and sc.resolution < 224
-        }
-    )
+    """The second phase (module docstring), on its own seed so that, from the same
+    phase-one weights, it gives the same weights whatever ran before it."""
+    focus = sorted({sc.resolution for sc in picks.values() if sc.uncut and sc.resolution < 224})
     if cfg.focus_epochs <= 0 or not focus:
         return []
     say(f"focus phase: uncut passes at {', '.join(f'{r} px' for r in focus)}")
