@@ -187,6 +187,7 @@ def load_bench_slices(
     """Every slice in the manifest, loaded as the daemon loads them; the heuristic scorer alone
     (as slice w1/n/a) when there is no model yet. Returns (scorers, manifest entries)."""
     from moodgate.emotion.heuristic import HeuristicScorer
+    from moodgate.emotion.nested import SessionPool
     from moodgate.runtime.build import load_nested_slice, read_manifest
     from moodgate.runtime.calibration import manifest_entries, ordered_keys
 
@@ -194,8 +195,9 @@ def load_bench_slices(
     if not (directory / "manifest.json").exists():
         return {(1.0, "n/a"): HeuristicScorer()}, {}
     entries = manifest_entries(read_manifest(directory))
+    pool = SessionPool()
     scorers = {
-        key: load_nested_slice(directory, key[0], key[1], threads)
+        key: load_nested_slice(directory, key[0], key[1], threads, pool)
         for key in ordered_keys(list(entries))
     }
     return scorers, {k: dict(v) for k, v in entries.items()}

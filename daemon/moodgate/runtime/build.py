@@ -14,6 +14,7 @@ from moodgate.config import Settings
 from moodgate.emotion.base import Scorer
 from moodgate.emotion.explicit import ExplicitScorer, WithExplicit, load_explicit
 from moodgate.emotion.heuristic import HeuristicScorer
+from moodgate.emotion.nested import SessionPool
 from moodgate.emotion.registry import ScorerUnavailable, create_scorer, default_model_dir
 from moodgate.runtime.adaptive import AdaptiveScorer
 from moodgate.runtime.calibration import (
@@ -37,10 +38,14 @@ SESSION_THREADS = 1
 SliceLoader = Callable[[Path, float, str, int], Scorer]
 
 
-def load_nested_slice(model_dir: Path, width: float, precision: str, threads: int) -> Scorer:
+def load_nested_slice(
+    model_dir: Path, width: float, precision: str, threads: int, pool: SessionPool | None = None
+) -> Scorer:
     from moodgate.emotion.nested import load_scorer
 
-    return load_scorer(model_dir, width=width, precision=precision, intra_op_threads=threads)
+    return load_scorer(
+        model_dir, width=width, precision=precision, intra_op_threads=threads, pool=pool
+    )
 
 
 def read_manifest(model_dir: Path) -> dict[str, Any]:
@@ -70,11 +75,14 @@ def load_slices(
 ) -> SliceSet:
     """With `explicit`, each slice is timed together with the classifier at its paired size:
     the age presets test `explicit`, so that is what a picture costs on each rung."""
-    loader = loader or load_nested_slice
     model_dir = settings.model_dir or default_model_dir()
     entries = manifest_entries(read_manifest(model_dir))
     keys = ordered_keys(list(entries))
-    scorers = {key: loader(model_dir, key[0], key[1], threads) for key in keys}
+    if loader is None:
+        pool = SessionPool()  # slices in one file share its session
+        scorers = {key: load_nested_slice(model_dir, *key, threads, pool=pool) for key in keys}
+    else:
+        scorers = {key: loader(model_dir, key[0], key[1], threads) for key in keys}
     explicit_sha = str(explicit.spec["sha256"]) if explicit is not None else "none"
     identity = MachineIdentity.detect(model_dir / "manifest.json", threads, explicit_sha)
     timed: dict[SliceKey, Scorer] = (

@@ -27,11 +27,12 @@ full pass: the leading blocks that every slice shares get the most gradient, yet
 count the search may pick is seen often. Resolution is drawn uniformly from the ladder.
 
 With the feature objective, a second, shorter phase follows the slice search (`focus_epochs`):
-the same distillation, but its uncut passes run only at the resolutions of the search's uncut
-picks below 224 px (the whole network at 144 and 96 px in the shipped ladder), beside the full
-network as the anchor, and without cut-outs. The weights stay one set: every slice, cut or
-not, is read from them. Phase one spreads its uncut passes over eight resolutions, so the two
-that ship get a quarter of them; the focus phase gives them all of it. It has its own seed:
+the same distillation, but its uncut passes run only at the resolutions of the search's
+picks below 224 px, beside the full network as the anchor, and without cut-outs. A cut pick's
+resolution counts too: the cut is read from the uncut network at that resolution. The weights
+stay one set: every slice, cut or not, is read from them. Phase one spreads its uncut passes
+over ten resolutions, so the ones that ship get a fraction of them; the focus phase gives them
+all of it. It has its own seed:
 from the same phase-one weights it gives the same weights, whatever ran before it.
 
 After training (or straight away with `epochs=0`), every candidate cut is judged the same way:
@@ -694,7 +695,8 @@ def focus_phase(
 ) -> list[dict]:
     """The second phase (module docstring), on its own seed so that, from the same
     phase-one weights, it gives the same weights whatever ran before it."""
-    focus = sorted({sc.resolution for sc in picks.values() if sc.uncut and sc.resolution < 224})
+    # a cut pick's resolution too: it is read from the uncut network at that resolution
+    focus = sorted({sc.resolution for sc in picks.values() if sc.resolution < 224})
     if cfg.focus_epochs <= 0 or not focus:
         return []
     say(f"focus phase: uncut passes at {', '.join(f'{r} px' for r in focus)}")
@@ -937,7 +939,8 @@ def _finish(
                 )
 
     # fit under the size limit: every int8 file ships; fp32 files are added widest first
-    # where they still fit (the full fp32 is the reference, narrow fp32 files are cheap)
+    # where they still fit (the full fp32 is the reference, narrow fp32 files are cheap),
+    # xz-packed where only that fits (lossless; the runtime unpacks it in memory)
     def total_bytes(ss: list[dict] | None = None) -> int:
         return sum({s["file"]: s["bytes"] for s in (slices if ss is None else ss)}.values())
 
@@ -947,12 +950,14 @@ def _finish(
     slices = [s for s in slices if s["precision"] == "int8"]
     for name in dict.fromkeys(s["file"] for s in sorted(fp32, key=lambda s: -s["width"])):
         members = [s for s in fp32 if s["file"] == name]
+        if total_bytes(slices + members) + others > SIZE_LIMIT_BYTES:
+            members = _xz_packed(out / name, members)
         if total_bytes(slices + members) + others <= SIZE_LIMIT_BYTES:
             slices += members
         else:
-            say(f"not shipping {name}: would exceed the size limit")
+            say(f"not shipping {name}: would exceed the size limit even xz-packed")
     slices.sort(key=lambda s: (-s["width"], s["precision"]))
-    for stale in out.glob("emotion_w*.onnx"):
+    for stale in [*out.glob("emotion_w*.onnx"), *out.glob("emotion_w*.onnx.xz")]:
         if stale.name not in {s["file"] for s in slices}:
             stale.unlink()
 
@@ -996,6 +1001,17 @@ def _finish(
     (work_dir / "train_log.txt").write_text("\n".join(log) + "\n")
     say(f"done in {time.time() - t_start:.0f}s; {total_bytes() / 1e6:.2f} MB shipped")
     return manifest
+
+
+def _xz_packed(path: Path, members: list[dict]) -> list[dict]:
+    """`path` packed losslessly as `path.xz`; `members` (the slices it holds) re-pointed at
+    it. Float weights pack only ≈ 8 % smaller, which can be what fits the size limit."""
+    import lzma
+
+    packed = path.with_name(path.name + ".xz")
+    packed.write_bytes(lzma.compress(path.read_bytes(), preset=9 | lzma.PRESET_EXTREME))
+    size, digest = packed.stat().st_size, _sha256(packed)
+    return [{**s, "file": packed.name, "bytes": size, "sha256": digest} for s in members]
 
 
 def _check_onnx(
