@@ -12,6 +12,7 @@ import pytest
 from moodgate.emotion.base import Emotion, Scorer
 from moodgate.emotion.nested import (
     ModelIntegrityError,
+    SessionPool,
     load_manifest,
     load_scorer,
     sha256_file,
@@ -89,6 +90,20 @@ def test_score_frames_any_size() -> None:
     out = sc.score_frames(frames)
     assert len(out) == 5 and all(isinstance(e, Emotion) for e in out)
     assert all(-1 <= e.valence <= 1 and -1 <= e.arousal <= 1 for e in out)
+
+
+def test_slices_of_one_file_share_one_session(manifest: dict) -> None:
+    """Every shipped slice loaded through one pool: one session per file (an `.onnx.xz` file
+    is unpacked once), and each slice predicts what it predicts when loaded alone."""
+    pool = SessionPool()
+    rng = np.random.default_rng(2)
+    frames = [rng.integers(0, 256, (90, 120, 3), dtype=np.uint8) for _ in range(3)]
+    for s in manifest["slices"]:
+        shared = load_scorer(MODELS, s["width"], s["precision"], pool=pool)
+        alone = load_scorer(MODELS, s["width"], s["precision"])
+        assert (shared.width, shared.precision) == (s["width"], s["precision"])
+        assert np.array_equal(shared.predict(frames), alone.predict(frames))
+    assert len(pool) == len({s["file"] for s in manifest["slices"]})
 
 
 def test_int8_close_to_fp32(manifest: dict) -> None:
