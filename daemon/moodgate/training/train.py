@@ -106,7 +106,7 @@ class TrainConfig:
     uncut_passes: int = 2  # feature objective: uncut networks at a lower resolution per step
     cut_passes: int = 1  # feature objective: random cut-outs per step
     # after the search: distil into the uncut picks' resolutions only (0 = skip)
-    focus_epochs: int = 12
+    focus_epochs: int = 24
     lr_focus: float = 3e-4
     batch_size: int = 24
     lr_backbone: float = 2e-4
