@@ -120,7 +120,9 @@ class SessionPool:
             self._sessions[key] = open_session(Path(path), intra_op_threads)
         return self._sessions[key]
 
-    def __len__(self) -> int:
+    @property
+    def open_sessions(self) -> int:
+        # a count, not __len__: an empty pool must stay truthy where `pool or ...` is written
         return len(self._sessions)
 
 

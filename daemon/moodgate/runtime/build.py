@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -78,11 +79,9 @@ def load_slices(
     model_dir = settings.model_dir or default_model_dir()
     entries = manifest_entries(read_manifest(model_dir))
     keys = ordered_keys(list(entries))
-    if loader is None:
-        pool = SessionPool()  # slices in one file share its session
-        scorers = {key: load_nested_slice(model_dir, *key, threads, pool=pool) for key in keys}
-    else:
-        scorers = {key: loader(model_dir, key[0], key[1], threads) for key in keys}
+    # slices in one file share its session
+    loader = loader or partial(load_nested_slice, pool=SessionPool())
+    scorers = {key: loader(model_dir, key[0], key[1], threads) for key in keys}
     explicit_sha = str(explicit.spec["sha256"]) if explicit is not None else "none"
     identity = MachineIdentity.detect(model_dir / "manifest.json", threads, explicit_sha)
     timed: dict[SliceKey, Scorer] = (
