@@ -519,3 +519,89 @@ def test_slices_differing_only_in_input_size_share_one_graph(
     finally:
         for c in cfgs:
             pretrained.readouts.pop(c.key(), None)
+
+
+def test_a_hidden_layer_readout_exports_exactly_beside_linear_ones(
+    pretrained: NestedLite0, tmp_path: Path
+) -> None:
+    """A one-hidden-layer read-out shares a file with linear ones; every file keeps its
+    hidden layer as 8-bit codes, rounded exactly as torch rounds it."""
+    import onnx
+
+    from moodgate.training.nested_lite0 import FEAT_DIM, Readout
+
+    cfgs = [SliceConfig(resolution=r) for r in (160, 96)]
+    torch.manual_seed(7)
+    mean, std = torch.randn(FEAT_DIM), 0.5 + torch.rand(FEAT_DIM)
+    for c in cfgs:
+        pretrained.use_pretrained_stats(c)
+    pretrained.readouts[cfgs[0].key()] = Readout(
+        mean, std, 0.01 * torch.randn(2, FEAT_DIM), torch.tensor([0.1, -0.1])
+    )
+    hidden = Readout(
+        mean, std, 0.2 * torch.randn(2, 16), torch.tensor([0.05, 0.02]),
+        0.03 * torch.randn(16, FEAT_DIM), 0.1 * torch.randn(16),
+    )  # fmt: skip
+    pretrained.readouts[cfgs[1].key()] = hidden
+    try:
+        f = torch.randn(3, FEAT_DIM)
+        exact = torch.relu((f - mean) / std @ hidden.hidden_weight.T + hidden.hidden_bias)
+        exact = exact @ hidden.weight.T + hidden.bias
+        assert 0 < (hidden(f) - exact).abs().max() < 0.05  # the codes are rounded, and close
+        for prec in ("fp32", "int8"):
+            group = [c.with_bits(8) for c in cfgs] if prec == "int8" else cfgs
+            path = export_slice(pretrained, group, prec, tmp_path / f"h_{prec}.onnx")
+            for k, c in enumerate(group):
+                xs = torch.randn(2, 3, c.resolution, c.resolution)
+                got = _ort(path, xs)[:, 2 * k : 2 * k + 2]
+                assert np.abs(got - _torch(pretrained, xs, c)).max() < 1e-4, (prec, k)
+            codes = {
+                tuple(i.dims)
+                for i in onnx.load(str(path)).graph.initializer
+                if i.data_type == onnx.TensorProto.INT8
+            }
+            assert (16, FEAT_DIM) in codes
+            assert (2, FEAT_DIM) not in codes  # the linear read-out stays float
+        assert hidden.extra_size() == (16 * (FEAT_DIM + 1) + 2 * 16 - 2 * FEAT_DIM,
+                                       16 * FEAT_DIM + 2 * 16 - 2 * FEAT_DIM)  # fmt: skip
+    finally:
+        for c in cfgs:
+            pretrained.readouts.pop(c.key(), None)
+
+
+def test_the_hidden_layer_readout_is_kept_only_where_cross_validation_says_so(
+    pretrained: NestedLite0,
+) -> None:
+    """On a target that is a nonlinear function of the slice's own features the hidden
+    layer wins the CV and ships; on a linear one ridge stays; and fitting it neither
+    depends on nor disturbs the caller's random state."""
+    from moodgate.training.train import _fit_hidden, fit_shipped_readout, slice_features
+
+    rng = np.random.default_rng(8)
+    images = [rng.integers(0, 256, (70, 80, 3), dtype=np.uint8) for _ in range(120)]
+    sc = SliceConfig(resolution=64)
+    pretrained.use_pretrained_stats(sc)
+    cfg = TrainConfig(readout_steps=300, readout_hidden=32)
+    try:
+        f = slice_features(pretrained, _bank_of(images, np.zeros((120, 2))), sc)
+        z = (f - f.mean(0)) / (f.std(0) + 1e-3)
+        lead = z @ np.linalg.svd(z, full_matrices=False)[2][:2].T  # the two main directions
+        lead /= lead.std(0)
+        nonlinear = np.c_[np.abs(lead[:, 0]), lead[:, 1] ** 2] - 1
+        r, kept = fit_shipped_readout(pretrained, _bank_of(images, nonlinear), sc, cfg, 0)
+        assert pretrained.readouts[sc.key()].hidden == 32 and kept == 0 and r > 0.3
+        linear = np.c_[lead[:, 0], -lead[:, 1]] / 3
+        fit_shipped_readout(pretrained, _bank_of(images, linear), sc, cfg, 0)
+        assert pretrained.readouts[sc.key()].hidden == 0
+        state = torch.get_rng_state()
+        first = _fit_hidden(z[:, :50], nonlinear, cfg)
+        torch.manual_seed(123)
+        again = _fit_hidden(z[:, :50], nonlinear, cfg)
+        assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+        torch.manual_seed(0)
+        state = torch.get_rng_state()
+        _fit_hidden(z[:, :50], nonlinear, cfg)
+        assert torch.equal(torch.get_rng_state(), state)
+    finally:
+        pretrained.stats.pop(sc.key(), None)
+        pretrained.readouts.pop(sc.key(), None)

@@ -29,6 +29,7 @@ from moodgate.training.nested_lite0 import (
     TAP_STAGES,
     NestedBN,
     NestedLite0,
+    Readout,
     SliceConfig,
     quantize_codes,
     truncate_codes,
@@ -158,21 +159,10 @@ def build_onnx(
         x = relu6(conv(x, w, b, 1, 1, 1, "head_conv"))
         pooled.append(g.op("Flatten", [g.op("GlobalAveragePool", [x], "gap")], "mean"))
         feats = g.op("Concat", pooled, "feats", axis=1)
-        # each slice's read-out (or the shared head), feature standardisation folded in
-        ws, bs = [], []
-        for c in group:
-            r = model.readouts.get(c.key())
-            mean, std, weight, bias = (
-                (r.mean, r.std, r.weight, r.bias)
-                if r is not None
-                else (model.feat_mean, model.feat_std, model.head.weight, model.head.bias)
-            )
-            ws.append(weight / std)
-            bs.append(bias - (ws[-1] * mean).sum(1))
-        w, b = torch.cat(ws), torch.cat(bs)
-        wn = g.const(w.numpy().astype(np.float32), "head_w")
-        bn = g.const(b.numpy().astype(np.float32), "head_b")
-        out = g.op("Gemm", [feats, wn, bn], "head", transB=1)
+        # each slice's read-out (or the shared head), feature standardisation folded in;
+        # column pair k is slice k's
+        outs = [_readout(g, feats, _readout_of(model, c), f"head{k}") for k, c in enumerate(group)]
+        out = outs[0] if len(outs) == 1 else g.op("Concat", outs, "heads", axis=1)
         g.nodes[-1].output[0] = "valence_arousal"
     graph = helper.make_graph(
         g.nodes,
@@ -192,6 +182,47 @@ def build_onnx(
     m.ir_version = 8
     onnx.checker.check_model(m)
     return m
+
+
+def _readout_of(model: NestedLite0, cfg: SliceConfig) -> Readout:
+    r = model.readouts.get(cfg.key())
+    return (
+        r
+        if r is not None
+        else Readout(model.feat_mean, model.feat_std, model.head.weight, model.head.bias)
+    )
+
+
+def _readout(g: _Graph, feats: str, r: Readout, p: str) -> str:
+    """`r` on the pooled features; a hidden layer as the 8-bit codes that
+    `Readout.first_layer` rounds it to, in every file."""
+    with torch.no_grad():
+        w, b = r.first_layer()
+        if r.hidden:
+            q, scale = quantize_codes(w)
+            wn = g.op(
+                "DequantizeLinear",
+                [
+                    g.const(q.numpy().astype(np.int8), p + "_q"),
+                    g.const(scale.numpy().astype(np.float32), p + "_s"),
+                    g.const(np.zeros(len(scale), np.int8), p + "_z"),
+                ],
+                p + "_w",
+                axis=0,
+            )
+        else:
+            wn = g.const(w.numpy().astype(np.float32), p + "_w")
+        x = g.op("Gemm", [feats, wn, g.const(b.numpy().astype(np.float32), p + "_b")], p, transB=1)
+        if not r.hidden:
+            return x
+        x = g.op("Relu", [x], p + "_relu")
+        w2 = g.const(r.weight.numpy().astype(np.float32), p + "_out_w")
+        return g.op(
+            "Gemm",
+            [x, w2, g.const(r.bias.numpy().astype(np.float32), p + "_out_b")],
+            p + "_out",
+            transB=1,
+        )
 
 
 def export_slice(

@@ -247,15 +247,53 @@ class MBConv(nn.Module):
 
 @dataclass
 class Readout:
-    """A slice's linear read-out: standardise the pooled features, then one linear map."""
+    """A slice's read-out: standardise the pooled features, then one linear map, or, where
+    `hidden_weight` is set, a one-hidden-layer ReLU network (`weight` then reads the hidden
+    units)."""
 
     mean: torch.Tensor
     std: torch.Tensor
-    weight: torch.Tensor  # (2, FEAT_DIM)
+    weight: torch.Tensor  # (2, FEAT_DIM), or (2, hidden units)
     bias: torch.Tensor  # (2,)
+    hidden_weight: torch.Tensor | None = None  # (hidden units, FEAT_DIM)
+    hidden_bias: torch.Tensor | None = None
+
+    @property
+    def hidden(self) -> int:
+        return 0 if self.hidden_weight is None else int(self.hidden_weight.shape[0])
+
+    def first_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer that meets the features, standardisation folded in (as exported).
+
+        A hidden layer ships as 8-bit codes at every precision: as floats, 32 units for four
+        slices would take 1.4 MB per file, which the 20 MB budget lacks; its rounding is
+        part of the read-out. The small linear map stays float."""
+        w, b = (
+            (self.weight, self.bias)
+            if self.hidden_weight is None
+            else (
+                self.hidden_weight,
+                self.hidden_bias,
+            )
+        )
+        folded = w / self.std
+        bias = b - (folded * self.mean).sum(1)
+        if self.hidden_weight is not None:
+            folded = fake_quant(folded, 8)
+        return folded, bias
 
     def __call__(self, f: torch.Tensor) -> torch.Tensor:
-        return F.linear((f - self.mean) / self.std, self.weight, self.bias)
+        w, b = self.first_layer()
+        x = F.linear(f, w, b)
+        return x if self.hidden_weight is None else F.linear(F.relu(x), self.weight, self.bias)
+
+    def extra_size(self) -> tuple[int, int]:
+        """(parameters, multiply-accumulates) beyond the linear read-out that `params` and
+        `mflops` count."""
+        if self.hidden_weight is None:
+            return 0, 0
+        n = self.hidden * (FEAT_DIM + 1) + 2 * self.hidden - 2 * FEAT_DIM
+        return n, self.hidden * FEAT_DIM + 2 * self.hidden - 2 * FEAT_DIM
 
 
 class NestedLite0(nn.Module):

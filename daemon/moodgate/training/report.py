@@ -126,7 +126,7 @@ def ladder_table(manifest: dict) -> str:
     """Torch-side numbers from training: fp32 vs int8 vs lower bit-widths, per width."""
     lines = [
         "| width | input | MFLOPs | kept expansion blocks (b5…b15, of 8) | stage depth (s3…s6) "
-        "| read-out train-CV r (views per image) | fp32 r V/A | int8 r V/A | 6-bit | 5-bit "
+        "| read-out: kind, train-CV r | fp32 r V/A | int8 r V/A | 6-bit | 5-bit "
         "| 4-bit |",
         "|" + "---|" * 11,
     ]
@@ -138,12 +138,19 @@ def ladder_table(manifest: dict) -> str:
         depth = "".join(str(d) for d in lay["stage_depth"][3:])
         lower = " | ".join(_lower_bits(s, b) for b in ("6", "5", "4"))
         readout = s.get("readout")
-        cv = f"{readout['train_cv_r']:.3f} ({readout['views_per_image']})" if readout else "–"
+        cv = f"{_readout_kind(readout)}, {readout['train_cv_r']:.3f}" if readout else "–"
         lines.append(
             f"| {s['width']:g} | {s['input_size']} | {s['mflops']:.1f} | {exp} | {depth} | {cv} "
             f"| {_fmt(s.get('val_fp32_torch'))} | {_fmt(s['val'])} | {lower} |"
         )
     return "\n".join(lines)
+
+
+def _readout_kind(readout: dict) -> str:
+    if readout.get("hidden_units"):
+        return f"{readout['hidden_units']} hidden units"
+    views = readout["views_per_image"]
+    return f"ridge, {views} views per image" if views else "ridge"
 
 
 def _lower_bits(slice_: dict, bits: str) -> str:
