@@ -268,14 +268,10 @@ class Readout:
         A hidden layer ships as 8-bit codes at every precision: as floats, 32 units for four
         slices would take 1.4 MB per file, which the 20 MB budget lacks; its rounding is
         part of the read-out. The small linear map stays float."""
-        w, b = (
-            (self.weight, self.bias)
-            if self.hidden_weight is None
-            else (
-                self.hidden_weight,
-                self.hidden_bias,
-            )
-        )
+        if self.hidden_weight is None:
+            w, b = self.weight, self.bias
+        else:
+            w, b = self.hidden_weight, self.hidden_bias
         folded = w / self.std
         bias = b - (folded * self.mean).sum(1)
         if self.hidden_weight is not None:
