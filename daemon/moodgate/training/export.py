@@ -197,7 +197,7 @@ def _readout(g: _Graph, feats: str, r: Readout, p: str) -> str:
     """`r` on the pooled features; a hidden layer as the 8-bit codes that
     `Readout.first_layer` rounds it to, in every file."""
     with torch.no_grad():
-        w, b = r.first_layer()
+        w, b = r.folded()
         if r.hidden:
             q, scale = quantize_codes(w)
             wn = g.op(

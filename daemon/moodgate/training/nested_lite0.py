@@ -262,21 +262,23 @@ class Readout:
     def hidden(self) -> int:
         return 0 if self.hidden_weight is None else int(self.hidden_weight.shape[0])
 
-    def first_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The layer that meets the features, standardisation folded in (as exported).
-
-        A hidden layer ships as 8-bit codes at every precision: as floats, 32 units for four
-        slices would take 1.4 MB per file, which the 20 MB budget lacks; its rounding is
-        part of the read-out. The small linear map stays float."""
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer that meets the features, standardisation folded in, as float weights."""
         if self.hidden_weight is None:
             w, b = self.weight, self.bias
         else:
             w, b = self.hidden_weight, self.hidden_bias
         folded = w / self.std
-        bias = b - (folded * self.mean).sum(1)
-        if self.hidden_weight is not None:
-            folded = fake_quant(folded, 8)
-        return folded, bias
+        return folded, b - (folded * self.mean).sum(1)
+
+    def first_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`folded()` as it runs (and is exported).
+
+        A hidden layer ships as 8-bit codes at every precision: as floats, 32 units for four
+        slices would take 1.4 MB per file, which the 20 MB budget lacks; its rounding is
+        part of the read-out. The small linear map stays float."""
+        w, b = self.folded()
+        return (w if self.hidden_weight is None else fake_quant(w, 8)), b
 
     def __call__(self, f: torch.Tensor) -> torch.Tensor:
         w, b = self.first_layer()

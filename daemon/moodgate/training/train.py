@@ -234,6 +234,11 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum() / d) if d > 0 else 0.0
 
 
+def _mean_r(pred: np.ndarray, y: np.ndarray) -> float:
+    """Pearson r averaged over valence and arousal: the score every read-out is chosen by."""
+    return (pearson(pred[:, 0], y[:, 0]) + pearson(pred[:, 1], y[:, 1])) / 2
+
+
 def metrics(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
     return {
         "valence_r": pearson(pred[:, 0], y[:, 0]),
@@ -294,7 +299,7 @@ def _best_ridge_alpha(
             preds[alpha][te] = np.c_[z[:n][te], np.ones(te.sum())] @ w
     best = (-1e9, alphas[0])
     for alpha, pred in preds.items():
-        r = (pearson(pred[:, 0], y[:n, 0]) + pearson(pred[:, 1], y[:n, 1])) / 2
+        r = _mean_r(pred, y[:n])
         best = max(best, (r, alpha))
     return best
 
@@ -474,7 +479,7 @@ def _hidden_cv_r(z: np.ndarray, y: np.ndarray, folds: np.ndarray, cfg: TrainConf
             continue
         w1, b1, w2, b2 = (t.double().numpy() for t in _fit_hidden(z[tr], y[tr], cfg))
         pred[te] = np.maximum(z[te] @ w1.T + b1, 0) @ w2.T + b2
-    return (pearson(pred[:, 0], y[:, 0]) + pearson(pred[:, 1], y[:, 1])) / 2
+    return _mean_r(pred, y)
 
 
 @torch.no_grad()
@@ -948,7 +953,9 @@ def _finish(
             "views_per_image": views,
             "hidden_units": model.readouts[sc.key()].hidden,
         }
-        say(f"width {w}: read-out train-CV r={r:.3f} ({views} augmented views per image)")
+        hidden = readout_cv[w]["hidden_units"]
+        kind = f"{hidden} hidden units" if hidden else f"ridge, {views} augmented views per image"
+        say(f"width {w}: read-out train-CV r={r:.3f} ({kind})")
     # slices that differ only in input size (uncut, pretrained statistics) share one file
     groups: list[list[float]] = []
     for w in sorted(picks, reverse=True):
