@@ -92,9 +92,16 @@ def test_score_frames_any_size() -> None:
     assert all(-1 <= e.valence <= 1 and -1 <= e.arousal <= 1 for e in out)
 
 
-def test_slices_of_one_file_share_one_session(manifest: dict) -> None:
+def test_slices_of_one_file_share_one_session(
+    manifest: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every shipped slice loaded through one pool: one session per file (an `.onnx.xz` file
-    is unpacked once), and each slice predicts what it predicts when loaded alone."""
+    is unpacked once, and hashed once), and each slice predicts what it predicts when loaded
+    alone."""
+    import moodgate.emotion.nested as nested
+
+    hashed: list[Path] = []
+    monkeypatch.setattr(nested, "sha256_file", lambda p: hashed.append(p) or sha256_file(p))
     pool = SessionPool()
     rng = np.random.default_rng(2)
     frames = [rng.integers(0, 256, (90, 120, 3), dtype=np.uint8) for _ in range(3)]
@@ -103,7 +110,19 @@ def test_slices_of_one_file_share_one_session(manifest: dict) -> None:
         alone = load_scorer(MODELS, s["width"], s["precision"])
         assert (shared.width, shared.precision) == (s["width"], s["precision"])
         assert np.array_equal(shared.predict(frames), alone.predict(frames))
-    assert pool.open_sessions == len({s["file"] for s in manifest["slices"]})
+    files = {s["file"] for s in manifest["slices"]}
+    assert pool.open_sessions == len(files)
+    assert len(hashed) == len(files) + len(manifest["slices"])  # pool once per file; alone each
+
+
+def test_a_pool_still_rejects_a_file_that_does_not_match(tmp_path: Path) -> None:
+    """Remembering a verified file is per digest: a spec with another digest is checked."""
+    (tmp_path / "m.onnx").write_bytes(b"not the model")
+    pool = SessionPool()
+    good = {"file": "m.onnx", "sha256": sha256_file(tmp_path / "m.onnx")}
+    assert pool.verified_file(tmp_path, good, "test") == tmp_path / "m.onnx"
+    with pytest.raises(ModelIntegrityError):
+        pool.verified_file(tmp_path, {**good, "sha256": "0" * 64}, "test")
 
 
 def test_int8_close_to_fp32(manifest: dict) -> None:

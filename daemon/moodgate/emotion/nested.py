@@ -113,6 +113,15 @@ class SessionPool:
 
     def __init__(self) -> None:
         self._sessions: dict[tuple[Path, int], Any] = {}
+        self._verified: dict[tuple[Path, str], Path] = {}
+
+    def verified_file(self, model_dir: Path, spec: dict, listed_in: str) -> Path:
+        """`verified_file`, once per file and digest: a file's later slices share the
+        session its first one opened, so hashing it again would check nothing that runs."""
+        key = ((Path(model_dir) / spec["file"]).resolve(), str(spec["sha256"]))
+        if key not in self._verified:
+            self._verified[key] = verified_file(model_dir, spec, listed_in)
+        return self._verified[key]
 
     def get(self, path: Path, intra_op_threads: int = 1) -> Any:
         key = (Path(path).resolve(), intra_op_threads)
@@ -190,5 +199,7 @@ def load_scorer(
     Slices loaded through one `pool` share the session of the file they share."""
     model_dir = Path(model_dir)
     spec = pick_slice(load_manifest(model_dir), width, precision)
-    path = verified_file(model_dir, spec, "the manifest")
-    return NestedOnnxScorer(path, spec, intra_op_threads, batch_size, pool)
+    verify = pool.verified_file if pool is not None else verified_file
+    return NestedOnnxScorer(
+        verify(model_dir, spec, "the manifest"), spec, intra_op_threads, batch_size, pool
+    )
