@@ -340,8 +340,8 @@ def test_views_only_train_and_only_in_their_own_images_fold() -> None:
     folds, owner = np.arange(100) % 5, np.repeat(np.arange(100), 4)
     z_all, y_all = np.r_[z, z[owner] + 0.01 * rng.normal(size=(400, 300))], np.r_[y, y[owner]]
     alphas = (1.0, 10.0, 100.0)
-    grouped, _ = _best_ridge_alpha(z_all, y_all, np.r_[folds, folds[owner]], alphas, scored=100)
-    leaky, _ = _best_ridge_alpha(z_all, y_all, np.r_[folds, (folds[owner] + 1) % 5], alphas, 100)
+    grouped, _, _ = _best_ridge_alpha(z_all, y_all, np.r_[folds, folds[owner]], alphas, scored=100)
+    leaky, _, _ = _best_ridge_alpha(z_all, y_all, np.r_[folds, (folds[owner] + 1) % 5], alphas, 100)
     assert grouped < 0.3 < leaky
 
 
@@ -530,7 +530,7 @@ def test_a_hidden_layer_readout_exports_exactly_beside_linear_ones(
 
     from moodgate.training.nested_lite0 import FEAT_DIM, Readout
 
-    cfgs = [SliceConfig(resolution=r) for r in (160, 96)]
+    cfgs = [SliceConfig(resolution=r) for r in (160, 96, 128)]
     torch.manual_seed(7)
     mean, std = torch.randn(FEAT_DIM), 0.5 + torch.rand(FEAT_DIM)
     for c in cfgs:
@@ -543,11 +543,16 @@ def test_a_hidden_layer_readout_exports_exactly_beside_linear_ones(
         0.03 * torch.randn(16, FEAT_DIM), 0.1 * torch.randn(16),
     )  # fmt: skip
     pretrained.readouts[cfgs[1].key()] = hidden
+    beside = Readout(*(getattr(hidden, k) for k in ("mean", "std", "weight", "bias",
+                       "hidden_weight", "hidden_bias")), 0.01 * torch.randn(2, FEAT_DIM))  # fmt: skip
+    pretrained.readouts[cfgs[2].key()] = beside
     try:
         f = torch.randn(3, FEAT_DIM)
         exact = torch.relu((f - mean) / std @ hidden.hidden_weight.T + hidden.hidden_bias)
         exact = exact @ hidden.weight.T + hidden.bias
         assert 0 < (hidden(f) - exact).abs().max() < 0.05  # the codes are rounded, and close
+        linear = (f - mean) / std @ beside.skip_weight.T
+        assert (beside(f) - hidden(f) - linear).abs().max() < 1e-5
         for prec in ("fp32", "int8"):
             group = [c.with_bits(8) for c in cfgs] if prec == "int8" else cfgs
             path = export_slice(pretrained, group, prec, tmp_path / f"h_{prec}.onnx")
@@ -561,9 +566,10 @@ def test_a_hidden_layer_readout_exports_exactly_beside_linear_ones(
                 if i.data_type == onnx.TensorProto.INT8
             }
             assert (16, FEAT_DIM) in codes
-            assert (2, FEAT_DIM) not in codes  # the linear read-out stays float
+            assert (2, FEAT_DIM) not in codes  # the linear maps stay float
         assert hidden.extra_size() == (16 * (FEAT_DIM + 1) + 2 * 16 - 2 * FEAT_DIM,
                                        16 * FEAT_DIM + 2 * 16 - 2 * FEAT_DIM)  # fmt: skip
+        assert beside.extra_size() == tuple(n + 2 * FEAT_DIM for n in hidden.extra_size())
     finally:
         for c in cfgs:
             pretrained.readouts.pop(c.key(), None)
@@ -572,9 +578,12 @@ def test_a_hidden_layer_readout_exports_exactly_beside_linear_ones(
 def test_the_hidden_layer_readout_is_kept_only_where_cross_validation_says_so(
     pretrained: NestedLite0,
 ) -> None:
-    """On a target that is a nonlinear function of the slice's own features the hidden
-    layer wins the CV and ships; on a linear one ridge stays; and fitting it neither
-    depends on nor disturbs the caller's random state."""
+    """Ridge, the hidden layer, or the mean of the two: whichever scores the higher CV r
+    ships. On a linear function of the slice's own features ridge stays; on two mixed ones
+    the hidden layer ships alone; on a nonlinear one the mean does, and it is exactly the
+    mean of the two read-outs. Fitting the hidden layer neither depends on nor disturbs the
+    caller's random state."""
+    from moodgate.training.nested_lite0 import Readout
     from moodgate.training.train import _fit_hidden, fit_shipped_readout, slice_features
 
     rng = np.random.default_rng(8)
@@ -585,14 +594,26 @@ def test_the_hidden_layer_readout_is_kept_only_where_cross_validation_says_so(
     try:
         f = slice_features(pretrained, _bank_of(images, np.zeros((120, 2))), sc)
         z = (f - f.mean(0)) / (f.std(0) + 1e-3)
-        lead = z @ np.linalg.svd(z, full_matrices=False)[2][:2].T  # the two main directions
+        lead = z @ np.linalg.svd(z, full_matrices=False)[2][:4].T  # the main directions
         lead /= lead.std(0)
+
+        def shipped(target: np.ndarray, config: TrainConfig = cfg) -> Readout:
+            fit_shipped_readout(pretrained, _bank_of(images, target), sc, config, 0)
+            return pretrained.readouts[sc.key()]
+
+        assert shipped(np.c_[lead[:, 0], -lead[:, 1]] / 3).hidden == 0
+        both = np.c_[lead[:, 0] + np.abs(lead[:, 1]), lead[:, 2] + lead[:, 3] ** 2]
+        alone = shipped(both)
+        assert alone.hidden == 32 and alone.skip_weight is None
         nonlinear = np.c_[np.abs(lead[:, 0]), lead[:, 1] ** 2] - 1
-        r, kept = fit_shipped_readout(pretrained, _bank_of(images, nonlinear), sc, cfg, 0)
-        assert pretrained.readouts[sc.key()].hidden == 32 and kept == 0 and r > 0.3
-        linear = np.c_[lead[:, 0], -lead[:, 1]] / 3
-        fit_shipped_readout(pretrained, _bank_of(images, linear), sc, cfg, 0)
-        assert pretrained.readouts[sc.key()].hidden == 0
+        mixed = shipped(nonlinear)
+        assert mixed.hidden == 32 and mixed.skip_weight is not None
+        ridge = shipped(nonlinear, TrainConfig(readout_hidden=0))
+        w1, b1, w2, b2 = _fit_hidden(z, nonlinear, cfg)
+        w1[:, torch.from_numpy(f.std(0) < 1e-3)] = 0.0
+        hidden = Readout(mixed.mean, mixed.std, w2, b2, w1, b1)
+        x = torch.from_numpy(f[:10]).float()
+        assert (mixed(x) - (ridge(x) + hidden(x)) / 2).abs().max() < 1e-5
         state = torch.get_rng_state()
         first = _fit_hidden(z[:, :50], nonlinear, cfg)
         torch.manual_seed(123)

@@ -195,7 +195,7 @@ def _readout_of(model: NestedLite0, cfg: SliceConfig) -> Readout:
 
 def _readout(g: _Graph, feats: str, r: Readout, p: str) -> str:
     """`r` on the pooled features; a hidden layer as the 8-bit codes that
-    `Readout.first_layer` rounds it to, in every file."""
+    `Readout.first_layer` rounds it to, in every file, and a linear map beside it as floats."""
     with torch.no_grad():
         w, b = r.folded()
         if r.hidden:
@@ -217,12 +217,23 @@ def _readout(g: _Graph, feats: str, r: Readout, p: str) -> str:
             return x
         x = g.op("Relu", [x], p + "_relu")
         w2 = g.const(r.weight.numpy().astype(np.float32), p + "_out_w")
-        return g.op(
+        out = g.op(
             "Gemm",
             [x, w2, g.const(r.bias.numpy().astype(np.float32), p + "_out_b")],
             p + "_out",
             transB=1,
         )
+        skip = r.folded_skip()
+        if skip is None:
+            return out
+        ws, bs = (t.numpy().astype(np.float32) for t in skip)
+        beside = g.op(
+            "Gemm",
+            [feats, g.const(ws, p + "_skip_w"), g.const(bs, p + "_skip_b")],
+            p + "_skip",
+            transB=1,
+        )
+        return g.op("Add", [out, beside], p + "_sum")
 
 
 def export_slice(

@@ -138,7 +138,7 @@ def ladder_table(manifest: dict) -> str:
         depth = "".join(str(d) for d in lay["stage_depth"][3:])
         lower = " | ".join(_lower_bits(s, b) for b in ("6", "5", "4"))
         readout = s.get("readout")
-        cv = f"{_readout_kind(readout)}, {readout['train_cv_r']:.3f}" if readout else "–"
+        cv = f"{readout_kind(readout)}, {readout['train_cv_r']:.3f}" if readout else "–"
         lines.append(
             f"| {s['width']:g} | {s['input_size']} | {s['mflops']:.1f} | {exp} | {depth} | {cv} "
             f"| {_fmt(s.get('val_fp32_torch'))} | {_fmt(s['val'])} | {lower} |"
@@ -146,11 +146,14 @@ def ladder_table(manifest: dict) -> str:
     return "\n".join(lines)
 
 
-def _readout_kind(readout: dict) -> str:
-    if readout.get("hidden_units"):
-        return f"{readout['hidden_units']} hidden units"
+def readout_kind(readout: dict) -> str:
+    """A manifest slice's `readout` record in words, e.g. "32 hidden units + ridge"."""
     views = readout["views_per_image"]
-    return f"ridge, {views} views per image" if views else "ridge"
+    ridge = f"ridge, {views} views per image" if views else "ridge"
+    if not readout.get("hidden_units"):
+        return ridge
+    hidden = f"{readout['hidden_units']} hidden units"
+    return f"mean of {hidden} and {ridge}" if readout.get("ridge_beside_hidden") else hidden
 
 
 def _lower_bits(slice_: dict, bits: str) -> str:
