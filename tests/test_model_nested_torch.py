@@ -526,6 +526,8 @@ def test_a_hidden_layer_readout_exports_exactly_beside_linear_ones(
 ) -> None:
     """A one-hidden-layer read-out shares a file with linear ones; every file keeps its
     hidden layer as 8-bit codes, rounded exactly as torch rounds it."""
+    import dataclasses
+
     import onnx
 
     from moodgate.training.nested_lite0 import FEAT_DIM, Readout
@@ -543,8 +545,7 @@ def test_a_hidden_layer_readout_exports_exactly_beside_linear_ones(
         0.03 * torch.randn(16, FEAT_DIM), 0.1 * torch.randn(16),
     )  # fmt: skip
     pretrained.readouts[cfgs[1].key()] = hidden
-    beside = Readout(*(getattr(hidden, k) for k in ("mean", "std", "weight", "bias",
-                       "hidden_weight", "hidden_bias")), 0.01 * torch.randn(2, FEAT_DIM))  # fmt: skip
+    beside = dataclasses.replace(hidden, skip_weight=0.01 * torch.randn(2, FEAT_DIM))
     pretrained.readouts[cfgs[2].key()] = beside
     try:
         f = torch.randn(3, FEAT_DIM)
