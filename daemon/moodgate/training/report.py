@@ -147,7 +147,8 @@ def ladder_table(manifest: dict) -> str:
 
 
 def readout_kind(readout: dict) -> str:
-    """A manifest slice's `readout` record in words, e.g. "32 hidden units + ridge"."""
+    """A manifest slice's `readout` record in words, e.g. "mean of 32 hidden units and
+    ridge, 8 views per image"."""
     views = readout["views_per_image"]
     ridge = f"ridge, {views} views per image" if views else "ridge"
     if not readout.get("hidden_units"):

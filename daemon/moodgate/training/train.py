@@ -396,9 +396,9 @@ def fit_shipped_readout(
     Ridge is offered `views` augmented views per image too; a hidden-layer read-out
     (`cfg.readout_hidden` units, on the original images) is offered alone and averaged with
     the better ridge. Whatever does not raise the CV r stays out. The average is there
-    because the hidden layer's CV moves with its seed by about ±0.01 and ridge's does not:
-    averaging halves that noise, and ridge still reads what a 64-px slice's few features
-    carry linearly."""
+    because the hidden layer's CV moves with its seed by about ±0.01 and ridge's does not,
+    and because at 64 px the two read different things (model card, "The mean of ridge and
+    the hidden layer")."""
     f = slice_features(model, bank, sc)
     mu, sd = f.mean(0), f.std(0) + 1e-3
     z = (f - mu) / sd
