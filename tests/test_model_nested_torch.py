@@ -566,8 +566,13 @@ def test_a_hidden_layer_readout_exports_exactly_beside_linear_ones(
                 for i in onnx.load(str(path)).graph.initializer
                 if i.data_type == onnx.TensorProto.INT8
             }
-            assert (16, FEAT_DIM) in codes
-            assert (2, FEAT_DIM) not in codes  # the linear maps stay float
+            assert (32, FEAT_DIM) in codes  # both hidden layers, stacked into one Gemm
+            assert (2, FEAT_DIM) not in codes and (6, FEAT_DIM) not in codes  # linear: float
+            ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+            assert ops[-5:] == ["Gemm", "Relu", "MatMul", "Gemm", "Add"]  # 3 read-outs, 5 nodes
+        alone = export_slice(pretrained, cfgs[1], "fp32", tmp_path / "h_alone.onnx")
+        xs = torch.randn(2, 3, 96, 96)  # a hidden layer with no linear map: bias added alone
+        assert np.abs(_ort(alone, xs) - _torch(pretrained, xs, cfgs[1])).max() < 1e-4
         assert hidden.extra_size() == (16 * (FEAT_DIM + 1) + 2 * 16 - 2 * FEAT_DIM,
                                        16 * FEAT_DIM + 2 * 16 - 2 * FEAT_DIM)  # fmt: skip
         assert beside.extra_size() == tuple(n + 2 * FEAT_DIM for n in hidden.extra_size())

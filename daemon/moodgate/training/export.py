@@ -23,6 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from moodgate.training.nested_lite0 import (
     BN_EPS,
+    FEAT_DIM,
     HEAD_CONV,
     LAYERS,
     STAGE_BLOCKS,
@@ -159,10 +160,9 @@ def build_onnx(
         x = relu6(conv(x, w, b, 1, 1, 1, "head_conv"))
         pooled.append(g.op("Flatten", [g.op("GlobalAveragePool", [x], "gap")], "mean"))
         feats = g.op("Concat", pooled, "feats", axis=1)
-        # each slice's read-out (or the shared head), feature standardisation folded in;
+        # every slice's read-out (or the shared head), feature standardisation folded in;
         # column pair k is slice k's
-        outs = [_readout(g, feats, _readout_of(model, c), f"head{k}") for k, c in enumerate(group)]
-        out = outs[0] if len(outs) == 1 else g.op("Concat", outs, "heads", axis=1)
+        out = _readouts(g, feats, [_readout_of(model, c) for c in group], "heads")
         g.nodes[-1].output[0] = "valence_arousal"
     graph = helper.make_graph(
         g.nodes,
@@ -193,47 +193,72 @@ def _readout_of(model: NestedLite0, cfg: SliceConfig) -> Readout:
     )
 
 
-def _readout(g: _Graph, feats: str, r: Readout, p: str) -> str:
-    """`r` on the pooled features; a hidden layer as the 8-bit codes that
-    `Readout.first_layer` rounds it to, in every file, and a linear map beside it as floats."""
+def _readouts(g: _Graph, feats: str, readouts: list[Readout], p: str) -> str:
+    """The read-outs of a file's slices side by side, (N, 2 × slices), in at most five nodes
+    whatever their number: every slice's hidden layer stacked into one Gemm (its 8-bit codes,
+    as `Readout.first_layer` rounds them, in every file) and one block-diagonal Gemm after
+    the Relu; every linear map (a ridge read-out, or the map beside a hidden layer) stacked
+    into one float Gemm; the two added. A file computes every slice's read-out on each call,
+    and small nodes cost more in overhead than in arithmetic."""
+    n = len(readouts)
     with torch.no_grad():
-        w, b = r.folded()
-        if r.hidden:
-            q, scale = quantize_codes(w)
-            wn = g.op(
+        linear_w = torch.zeros(2 * n, FEAT_DIM)
+        linear_b = torch.zeros(2 * n)
+        codes, scales, first_b, hidden_of = [], [], [], []
+        for k, r in enumerate(readouts):
+            rows = slice(2 * k, 2 * k + 2)
+            if r.hidden:
+                w, b = r.folded()
+                q, scale = quantize_codes(w)
+                codes.append(q)
+                scales.append(scale)
+                first_b.append(b)
+                hidden_of.append(k)
+                linear_b[rows] = r.bias
+                skip = r.folded_skip()
+                if skip is not None:
+                    linear_w[rows], linear_b[rows] = skip[0], skip[1] + r.bias
+            else:
+                linear_w[rows], linear_b[rows] = r.folded()
+        parts = []
+        if codes:
+            h = torch.cat(codes).shape[0]
+            w1 = g.op(
                 "DequantizeLinear",
                 [
-                    g.const(q.numpy().astype(np.int8), p + "_q"),
-                    g.const(scale.numpy().astype(np.float32), p + "_s"),
-                    g.const(np.zeros(len(scale), np.int8), p + "_z"),
+                    g.const(torch.cat(codes).numpy().astype(np.int8), p + "_q"),
+                    g.const(torch.cat(scales).numpy().astype(np.float32), p + "_s"),
+                    g.const(np.zeros(h, np.int8), p + "_z"),
                 ],
                 p + "_w",
                 axis=0,
             )
-        else:
-            wn = g.const(w.numpy().astype(np.float32), p + "_w")
-        x = g.op("Gemm", [feats, wn, g.const(b.numpy().astype(np.float32), p + "_b")], p, transB=1)
-        if not r.hidden:
-            return x
-        x = g.op("Relu", [x], p + "_relu")
-        w2 = g.const(r.weight.numpy().astype(np.float32), p + "_out_w")
-        out = g.op(
-            "Gemm",
-            [x, w2, g.const(r.bias.numpy().astype(np.float32), p + "_out_b")],
-            p + "_out",
-            transB=1,
-        )
-        skip = r.folded_skip()
-        if skip is None:
-            return out
-        ws, bs = (t.numpy().astype(np.float32) for t in skip)
-        beside = g.op(
-            "Gemm",
-            [feats, g.const(ws, p + "_skip_w"), g.const(bs, p + "_skip_b")],
-            p + "_skip",
-            transB=1,
-        )
-        return g.op("Add", [out, beside], p + "_sum")
+            b1 = g.const(torch.cat(first_b).numpy().astype(np.float32), p + "_b")
+            x = g.op("Relu", [g.op("Gemm", [feats, w1, b1], p + "_hidden", transB=1)], p + "_relu")
+            w2 = torch.zeros(2 * n, h)
+            at = 0
+            for k in hidden_of:
+                r = readouts[k]
+                w2[2 * k : 2 * k + 2, at : at + r.hidden] = r.weight
+                at += r.hidden
+            w2_const = g.const(w2.T.contiguous().numpy().astype(np.float32), p + "_out_w")
+            parts.append(g.op("MatMul", [x, w2_const], p + "_out"))
+        if not codes or linear_w.abs().sum() > 0:
+            parts.append(
+                g.op(
+                    "Gemm",
+                    [
+                        feats,
+                        g.const(linear_w.numpy().astype(np.float32), p + "_lin_w"),
+                        g.const(linear_b.numpy().astype(np.float32), p + "_lin_b"),
+                    ],
+                    p + "_lin",
+                    transB=1,
+                )
+            )
+        else:  # hidden layers only: their output biases still need adding
+            parts.append(g.const(linear_b.numpy().astype(np.float32), p + "_out_b"))
+        return parts[0] if len(parts) == 1 else g.op("Add", parts, p + "_sum")
 
 
 def export_slice(
