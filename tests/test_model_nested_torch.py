@@ -620,7 +620,6 @@ def test_the_hidden_layer_readout_is_kept_only_where_cross_validation_says_so(
         hidden = Readout(mixed.mean, mixed.std, w2, b2, w1, b1)
         x = torch.from_numpy(f[:10]).float()
         assert (mixed(x) - (ridge(x) + hidden(x)) / 2).abs().max() < 1e-5
-        state = torch.get_rng_state()
         first = _fit_hidden(z[:, :50], nonlinear, cfg)
         torch.manual_seed(123)
         again = _fit_hidden(z[:, :50], nonlinear, cfg)

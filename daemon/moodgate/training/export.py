@@ -196,7 +196,7 @@ def _readout_of(model: NestedLite0, cfg: SliceConfig) -> Readout:
 def _readouts(g: _Graph, feats: str, readouts: list[Readout], p: str) -> str:
     """The read-outs of a file's slices side by side, (N, 2 × slices), in at most five nodes
     whatever their number: every slice's hidden layer stacked into one Gemm (its 8-bit codes,
-    as `Readout.first_layer` rounds them, in every file) and one block-diagonal Gemm after
+    as `Readout.first_layer` rounds them, in every file) and one block-diagonal MatMul after
     the Relu; every linear map (a ridge read-out, or the map beside a hidden layer) stacked
     into one float Gemm; the two added. A file computes every slice's read-out on each call,
     and small nodes cost more in overhead than in arithmetic."""
@@ -214,19 +214,22 @@ def _readouts(g: _Graph, feats: str, readouts: list[Readout], p: str) -> str:
                 scales.append(scale)
                 first_b.append(b)
                 hidden_of.append(k)
-                linear_b[rows] = r.bias
                 skip = r.folded_skip()
-                if skip is not None:
+                if skip is None:
+                    linear_b[rows] = r.bias
+                else:
                     linear_w[rows], linear_b[rows] = skip[0], skip[1] + r.bias
             else:
                 linear_w[rows], linear_b[rows] = r.folded()
+        has_linear = any(not r.hidden or r.skip_weight is not None for r in readouts)
         parts = []
         if codes:
-            h = torch.cat(codes).shape[0]
+            stacked = torch.cat(codes)
+            h = stacked.shape[0]
             w1 = g.op(
                 "DequantizeLinear",
                 [
-                    g.const(torch.cat(codes).numpy().astype(np.int8), p + "_q"),
+                    g.const(stacked.numpy().astype(np.int8), p + "_q"),
                     g.const(torch.cat(scales).numpy().astype(np.float32), p + "_s"),
                     g.const(np.zeros(h, np.int8), p + "_z"),
                 ],
@@ -243,7 +246,7 @@ def _readouts(g: _Graph, feats: str, readouts: list[Readout], p: str) -> str:
                 at += r.hidden
             w2_const = g.const(w2.T.contiguous().numpy().astype(np.float32), p + "_out_w")
             parts.append(g.op("MatMul", [x, w2_const], p + "_out"))
-        if not codes or linear_w.abs().sum() > 0:
+        if has_linear:
             parts.append(
                 g.op(
                     "Gemm",

@@ -423,19 +423,18 @@ def fit_shipped_readout(
         r_hidden = _mean_r(pred_hidden, y)
         r_mixed = _mean_r((pred_hidden + pred) / 2, y)
     mu_t, sd_t = torch.from_numpy(mu).float(), torch.from_numpy(sd).float()
-    ridge = None
-    if r_hidden <= r or r_mixed > r_hidden:  # a ridge map ships, alone or in the mean
+    if max(r_hidden, r_mixed) <= r:  # ridge alone
         ridge = torch.from_numpy(_ridge(z_fit, y_fit, alpha)).float()
-        if r_mixed <= r:
-            model.readouts[sc.key()] = Readout(mu_t, sd_t, ridge[:-1].T.contiguous(), ridge[-1])
-            return r, kept
+        model.readouts[sc.key()] = Readout(mu_t, sd_t, ridge[:-1].T.contiguous(), ridge[-1])
+        return r, kept
     w1, b1, w2, b2 = _fit_hidden(z, y, cfg)
     # a feature that never varied has only its random initial weights, which would scale its
     # rounding noise by up to 1 / 1e-3 at export
     w1[:, torch.from_numpy(f.std(0) < 1e-3)] = 0.0
-    if ridge is None:
+    if r_hidden >= r_mixed:  # the hidden layer alone
         model.readouts[sc.key()] = Readout(mu_t, sd_t, w2, b2, w1, b1)
         return r_hidden, 0
+    ridge = torch.from_numpy(_ridge(z_fit, y_fit, alpha)).float()
     skip = ridge[:-1].T.contiguous() / 2
     model.readouts[sc.key()] = Readout(mu_t, sd_t, w2 / 2, (b2 + ridge[-1]) / 2, w1, b1, skip)
     return r_mixed, kept
