@@ -410,11 +410,25 @@ class _LabelledBank(_Bank):
         self.targets = y
 
 
-def test_lower_bit_accuracy_leaves_the_shipped_slice_untouched(pretrained: NestedLite0) -> None:
+def test_lower_bit_accuracy_leaves_the_shipped_slice_untouched(
+    pretrained: NestedLite0, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Measuring 4 bits fits its own statistics and read-out on the side, then removes them:
-    the int8 slice's statistics and read-out, which the export folds in, stay as they were."""
+    the int8 slice's statistics and read-out, which the export folds in, stay as they were.
+    The measured read-out is chosen as the shipped slices' are (ridge, hidden layer or their
+    mean), without crops."""
+    from moodgate.training import train as training
     from moodgate.training.train import fit_readout, lower_bits
 
+    fitted: list[tuple[SliceConfig, int, str]] = []
+    real_fit = training.fit_shipped_readout
+
+    def spy(model: NestedLite0, bank: object, sc: SliceConfig, cfg: TrainConfig, views: int):
+        out = real_fit(model, bank, sc, cfg, views)
+        fitted.append((sc, views, cfg.readout_hidden))
+        return out
+
+    monkeypatch.setattr(training, "fit_shipped_readout", spy)
     torch.manual_seed(6)
     sc = SliceConfig(resolution=96, expand=(M_BLOCKS,) * 8 + (4,) * 8)
     train_bank = _LabelledBank(pretrained, {96: torch.randn(20, 3, 96, 96)}, torch.rand(20, 2))
@@ -428,6 +442,7 @@ def test_lower_bit_accuracy_leaves_the_shipped_slice_untouched(pretrained: Neste
     try:
         own, with_int8, how = lower_bits(pretrained, train_bank, val_bank, sc, 4, cfg)
         assert how in ("int8", "recalibrated")
+        assert fitted[-1] == (sc.with_bits(4), 0, cfg.readout_hidden)  # the shipped recipe
         assert set(own) == set(with_int8) == {
             "valence_r", "arousal_r", "valence_rmse", "arousal_rmse"
         }  # fmt: skip
