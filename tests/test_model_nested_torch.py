@@ -420,10 +420,12 @@ def test_lower_bit_accuracy_leaves_the_shipped_slice_untouched(
     from moodgate.training import train as training
     from moodgate.training.train import fit_readout, lower_bits
 
-    fitted: list[tuple[SliceConfig, int, str]] = []
+    fitted: list[tuple[SliceConfig, int, int]] = []
     real_fit = training.fit_shipped_readout
 
-    def spy(model: NestedLite0, bank: object, sc: SliceConfig, cfg: TrainConfig, views: int):
+    def spy(
+        model: NestedLite0, bank: object, sc: SliceConfig, cfg: TrainConfig, views: int
+    ) -> tuple[float, int]:
         out = real_fit(model, bank, sc, cfg, views)
         fitted.append((sc, views, cfg.readout_hidden))
         return out
